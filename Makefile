@@ -1,0 +1,42 @@
+# The two commands a newcomer runs: `make demo` (the main job on the embedded stack) and `make test`.
+# Both install what they need into .venv first. Everything else is for developers.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test test-tansu lint fmt up clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip uv
+	$(BIN)/uv pip install -q --python $(BIN)/python -e '.[dev]'
+	touch $(STAMP)
+
+## The main job: start the embedded stack, run a round trip through it, stop it.
+demo: $(STAMP)
+	$(BIN)/python scripts/demo.py
+
+## The whole suite against Apache Kafka and PostgreSQL 18 (both started by the tests themselves).
+test: $(STAMP)
+	$(BIN)/python scripts/run_tests.py
+
+## The broker-facing tests again, against Tansu.
+test-tansu: $(STAMP)
+	AGL_TEST_BROKER=tansu $(BIN)/python scripts/run_tests.py -m kafka
+
+lint: $(STAMP)
+	$(BIN)/ruff format --check .
+	$(BIN)/ruff check .
+	$(BIN)/mypy .
+
+fmt: $(STAMP)
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+## Start the stack in the foreground (Ctrl-C stops it).
+up: $(STAMP)
+	$(BIN)/agl up
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache

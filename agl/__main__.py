@@ -1,0 +1,5 @@
+import sys
+
+from agl.cli import main
+
+sys.exit(main())

@@ -1,0 +1,72 @@
+"""The FastAPI application factory. Routers of every room are mounted here; settings come in explicitly."""
+
+from __future__ import annotations
+
+import contextlib
+from typing import TYPE_CHECKING, Any
+
+from aiokafka import AIOKafkaClient
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+from psycopg_pool import AsyncConnectionPool
+
+from agl.errors import LightningError
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator
+
+    from agl.config import Settings
+
+
+def create_app(settings: Settings) -> FastAPI:
+    """Build the API. The lifespan opens the PostgreSQL pool and a Kafka client and closes them on exit."""
+    if not settings.database_url or not settings.kafka_bootstrap:
+        raise LightningError("the API needs AGL_DATABASE_URL and AGL_KAFKA_BOOTSTRAP (`agl up` sets both)")
+    database_url, bootstrap = settings.database_url, settings.kafka_bootstrap
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        async with contextlib.AsyncExitStack() as stack:
+            pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
+                database_url, min_size=1, max_size=10, open=False, kwargs={"autocommit": True}
+            )
+            await pool.open()
+            stack.push_async_callback(pool.close)
+            kafka = AIOKafkaClient(bootstrap_servers=bootstrap)
+            await kafka.bootstrap()
+            stack.push_async_callback(kafka.close)
+            app.state.settings = settings
+            app.state.pool = pool
+            app.state.kafka = kafka
+            yield
+
+    app = FastAPI(title="Agent Lightning ES", version="0.1.0", lifespan=lifespan)
+
+    @app.exception_handler(LightningError)
+    async def _lightning_error(_: Request, exc: LightningError) -> JSONResponse:
+        return JSONResponse({"detail": str(exc)}, status_code=503 if exc.retriable else 400)
+
+    @app.get("/healthz", tags=["health"])
+    async def healthz() -> dict[str, str]:
+        """Liveness: the process answers."""
+        return {"status": "ok"}
+
+    @app.get("/readyz", tags=["health"])
+    async def readyz(request: Request) -> JSONResponse:
+        """Readiness: PostgreSQL answers a query and the broker answers a metadata request."""
+        checks: dict[str, str] = {}
+        try:
+            async with request.app.state.pool.connection(timeout=2) as conn:
+                await conn.execute("SELECT 1")
+            checks["postgres"] = "up"
+        except Exception as e:  # noqa: BLE001 - any failure means "not ready", reported as such
+            checks["postgres"] = f"down: {e}"
+        try:
+            await request.app.state.kafka.fetch_all_metadata()
+            checks["kafka"] = "up"
+        except Exception as e:  # noqa: BLE001
+            checks["kafka"] = f"down: {e}"
+        ready = all(v == "up" for v in checks.values())
+        return JSONResponse({"ready": ready, "checks": checks}, status_code=200 if ready else 503)
+
+    return app

@@ -1,0 +1,57 @@
+"""The ``agl`` command. Each subcommand lives in ``agl/commands/<name>.py`` and registers itself."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+from typing import TYPE_CHECKING
+
+from pydantic import ValidationError
+
+from agl.errors import LightningError
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+#: Modules with a ``register(subparsers)`` function. Add a module here to add subcommands.
+COMMAND_MODULES = (
+    "agl.commands.stack",
+    "agl.commands.api",
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="agl",
+        description="Agent Lightning ES: an event-sourced backbone on Kafka and PostgreSQL. "
+        "Configuration comes from AGL_* environment variables.",
+    )
+    subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name in COMMAND_MODULES:
+        importlib.import_module(name).register(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run one subcommand; errors end as one line on stderr and a non-zero exit code."""
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        code: int = args.func(args)
+    except LightningError as e:
+        print(f"agl {args.command}: {e}", file=sys.stderr)
+        return e.exit_code
+    except ValidationError as e:
+        first = e.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        print(f"agl {args.command}: invalid setting AGL_{where.upper()}: {first['msg']}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

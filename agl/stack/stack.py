@@ -1,0 +1,261 @@
+"""The embedded stack as one supervised process tree: broker, PostgreSQL, then the services that use them.
+
+Start order: data directory and lock -> ports -> PostgreSQL and broker (concurrently) -> migrations ->
+topics -> log-epoch check -> services (API, later the workers). Stop order is the reverse: services first,
+so they can drain and commit, then broker and PostgreSQL. Every child also gets a parent-death signal, so
+even a SIGKILL of the supervisor leaves no process behind.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING
+
+import psycopg
+
+from agl.errors import ConfigError, StackError
+from agl.stack._process import ManagedProcess, require_free_port
+from agl.stack.brokers import ApacheKafka, BrokerInfo, Tansu, java_available
+from agl.stack.log_epoch import EpochOutcome, ensure_log_epoch, reconcile_log_epoch
+from agl.stack.postgres import EmbeddedPostgres
+from agl.stack.state import StackLock, StackState, clear_state, ensure_data_dir, write_state
+from producers.admin import ensure_topics
+from projections.migrations import migrate_core
+from schemas.topics import INTERNAL_TOPICS, META, TOPICS
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from agl.config import BrokerChoice, Settings
+
+log = logging.getLogger(__name__)
+
+TANSU_WARNING = "warning: Tansu keeps its whole history in memory: stopping the stack loses every topic and record"
+#: A service that crashes more often than this within a minute is not restarted again.
+MAX_RESTARTS_PER_MINUTE = 5
+
+
+def choose_broker(settings: Settings, requested: BrokerChoice | None = None) -> BrokerChoice:
+    """Resolve ``auto`` and check the choice against the settings."""
+    choice = requested or settings.broker
+    if settings.kafka_bootstrap:
+        if choice in ("kafka", "tansu"):
+            raise ConfigError(f"--broker {choice} asks for an embedded broker but AGL_KAFKA_BOOTSTRAP is set")
+        return "external"
+    if choice == "external":
+        raise ConfigError("--broker external needs AGL_KAFKA_BOOTSTRAP=host:port")
+    if choice == "auto":
+        return "kafka" if java_available() else "tansu"
+    if choice == "kafka" and not java_available():
+        raise ConfigError("--broker kafka needs java and mvn on PATH; install them or use --broker tansu")
+    return choice
+
+
+@dataclass
+class ServiceSpec:
+    """A long-running child the supervisor keeps alive (the API, a projection worker...)."""
+
+    name: str
+    argv: Sequence[str]
+    #: A URL answering 200 once the service is ready, if it has one.
+    ready_url: str | None = None
+    restarts: list[float] = field(default_factory=list)
+
+
+class Stack:
+    """Starts, watches and stops the embedded stack described by ``settings``."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        broker: BrokerChoice | None = None,
+        accept_log_reset: bool = False,
+        with_api: bool = True,
+    ) -> None:
+        self.settings = settings
+        self.broker_choice = choose_broker(settings, broker)
+        self.accept_log_reset = accept_log_reset
+        self.with_api = with_api
+        self.data_dir = settings.data_dir
+        self._lock = StackLock(self.data_dir)
+        self._broker: ApacheKafka | Tansu | None = None
+        self._postgres: EmbeddedPostgres | None = None
+        self._services: dict[str, tuple[ServiceSpec, ManagedProcess]] = {}
+        self.broker_info: BrokerInfo | None = None
+        self.database_url: str | None = None
+        self.api_url: str | None = None
+        self.epoch_outcome: EpochOutcome | None = None
+
+    # -- start -------------------------------------------------------------------------------------------
+    async def start(self) -> None:
+        ensure_data_dir(self.data_dir)
+        self._lock.acquire()
+        try:
+            await self._start()
+        except BaseException:
+            await self.stop()
+            raise
+
+    def _check_ports(self) -> None:
+        s = self.settings
+        if self.broker_choice == "kafka":
+            require_free_port(s.kafka_port, "kafka", "AGL_KAFKA_PORT")
+            require_free_port(s.kafka_controller_port, "kafka controller", "AGL_KAFKA_CONTROLLER_PORT")
+        elif self.broker_choice == "tansu":
+            require_free_port(s.kafka_port, "tansu", "AGL_KAFKA_PORT")
+        if s.database_url is None:
+            require_free_port(s.postgres_port, "postgres", "AGL_POSTGRES_PORT")
+        if self.with_api:
+            require_free_port(s.api_port, "api", "AGL_API_PORT", host=s.api_host)
+
+    async def _start(self) -> None:
+        s = self.settings
+        self._check_ports()
+        if self.broker_choice == "kafka":
+            self._broker = ApacheKafka(
+                data_dir=self.data_dir / "kafka",
+                libs_dir=s.resolved_kafka_libs_dir(),
+                port=s.kafka_port,
+                controller_port=s.kafka_controller_port,
+                heap=s.kafka_heap,
+            )
+        elif self.broker_choice == "tansu":
+            print(TANSU_WARNING, file=sys.stderr)
+            self._broker = Tansu(data_dir=self.data_dir / "tansu", port=s.kafka_port)
+        if s.database_url is None:
+            self._postgres = EmbeddedPostgres(data_dir=self.data_dir / "postgres" / "data", port=s.postgres_port)
+        async with asyncio.TaskGroup() as group:
+            if self._broker is not None:
+                group.create_task(self._broker.start(s.startup_timeout_s))
+            if self._postgres is not None:
+                group.create_task(self._postgres.start(s.startup_timeout_s))
+        self.broker_info = (
+            self._broker.info
+            if self._broker is not None
+            else BrokerInfo("external", s.kafka_bootstrap or "", durable=True, supports_idempotence=True)
+        )
+        self.database_url = s.database_url or (self._postgres.url() if self._postgres else None)
+        assert self.database_url is not None
+        await self._prepare_data(self.broker_info.bootstrap, self.database_url)
+        if self.with_api:
+            self.api_url = f"http://{s.api_host}:{s.api_port}"
+            await self.start_service(
+                ServiceSpec("api", [sys.executable, "-m", "agl", "api"], ready_url=f"{self.api_url}/healthz")
+            )
+        self._write_state()
+
+    async def _prepare_data(self, bootstrap: str, database_url: str) -> None:
+        async with await psycopg.AsyncConnection.connect(database_url, autocommit=True) as conn:
+            await migrate_core(conn)
+            await ensure_topics(bootstrap, (*TOPICS, *INTERNAL_TOPICS), prefix=self.settings.topic_prefix)
+            epoch = await ensure_log_epoch(bootstrap, META.full_name(self.settings.topic_prefix))
+            self.epoch_outcome = await reconcile_log_epoch(conn, epoch, accept_reset=self.accept_log_reset)
+
+    def child_env(self) -> dict[str, str]:
+        """The environment of every service: the addresses of this stack's broker and database."""
+        assert self.broker_info is not None and self.database_url is not None
+        env = dict(os.environ)
+        env.update(
+            AGL_KAFKA_BOOTSTRAP=self.broker_info.bootstrap,
+            AGL_DATABASE_URL=self.database_url,
+            AGL_DATA_DIR=str(self.data_dir),
+            AGL_API_HOST=self.settings.api_host,
+            AGL_API_PORT=str(self.settings.api_port),
+            AGL_TOPIC_PREFIX=self.settings.topic_prefix,
+            AGL_BROKER_KIND=self.broker_info.kind,
+        )
+        return env
+
+    async def start_service(self, spec: ServiceSpec) -> None:
+        proc = ManagedProcess(
+            spec.name, spec.argv, log_path=self.data_dir / "logs" / f"{spec.name}.log", env=self.child_env()
+        )
+        proc.start()
+        self._services[spec.name] = (spec, proc)
+        if spec.ready_url:
+            await _wait_http_ready(proc, spec.ready_url, self.settings.startup_timeout_s)
+
+    def _write_state(self) -> None:
+        assert self.broker_info is not None and self.database_url is not None
+        components = {name: proc.pid for name, (_, proc) in self._services.items() if proc.pid}
+        for name, component in (("broker", self._broker), ("postgres", self._postgres)):
+            if component is not None and component.process is not None and component.process.pid:
+                components[name] = component.process.pid
+        write_state(
+            self.data_dir,
+            StackState(
+                pid=os.getpid(),
+                broker=self.broker_info.kind,
+                bootstrap=self.broker_info.bootstrap,
+                database_url=self.database_url,
+                api_url=self.api_url,
+                durable_log=self.broker_info.durable,
+                started_at=datetime.now(UTC).isoformat(),
+                components=components,
+            ),
+        )
+
+    # -- watch ---------------------------------------------------------------------------------------------
+    async def watch(self, stop: asyncio.Event, poll_s: float = 0.5) -> None:
+        """Return when ``stop`` is set; restart crashed services; raise if the broker or PostgreSQL dies."""
+        while not stop.is_set():
+            for component in (self._broker, self._postgres):
+                proc = None if component is None else component.process
+                if proc is not None and not proc.running():
+                    raise StackError(
+                        f"{proc.name} exited unexpectedly with code {proc.returncode}; see {proc.log_path}"
+                    )
+            for name, (spec, proc) in list(self._services.items()):
+                if not proc.running():
+                    await self._restart(name, spec, proc)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), poll_s)
+
+    async def _restart(self, name: str, spec: ServiceSpec, proc: ManagedProcess) -> None:
+        now = time.monotonic()
+        spec.restarts = [t for t in spec.restarts if now - t < 60] + [now]
+        if len(spec.restarts) > MAX_RESTARTS_PER_MINUTE:
+            raise StackError(
+                f"{name} crashed {len(spec.restarts)} times within a minute (last exit code "
+                f"{proc.returncode}); see {proc.log_path}"
+            )
+        print(f"{name} exited with code {proc.returncode}; restarting", file=sys.stderr)
+        await self.start_service(spec)
+        self._write_state()
+
+    # -- stop ----------------------------------------------------------------------------------------------
+    async def stop(self) -> None:
+        """Stop services, then broker and PostgreSQL. Safe to call twice and after a failed start."""
+        services = list(self._services.values())
+        self._services.clear()
+        await asyncio.gather(*(proc.stop_async() for _, proc in services))
+        infra = [c for c in (self._broker, self._postgres) if c is not None]
+        await asyncio.gather(*(c.stop() for c in infra))
+        clear_state(self.data_dir)
+        self._lock.release()
+
+
+async def _wait_http_ready(proc: ManagedProcess, url: str, timeout: float) -> None:
+    import httpx
+
+    deadline = time.monotonic() + timeout
+    async with httpx.AsyncClient(timeout=2.0) as client:
+        while time.monotonic() < deadline:
+            if not proc.running():
+                raise StackError(
+                    f"{proc.name} exited with code {proc.returncode} while starting; see {proc.log_path}:\n"
+                    f"{proc.log_tail()}"
+                )
+            with contextlib.suppress(httpx.HTTPError):
+                if (await client.get(url)).status_code == 200:
+                    return
+            await asyncio.sleep(0.1)
+    raise StackError(f"{proc.name} was not ready at {url} within {timeout:.0f}s; see {proc.log_path}")

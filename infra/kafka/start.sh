@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# Run a single-node Apache Kafka broker (KRaft, broker + controller in one JVM) in the foreground.
+# Shared by `agl up` and the test fixtures. The log directory lives on disk, so topics and records survive a
+# restart; the storage is formatted only the first time.
+# Usage: start.sh LIBS_DIR DATA_DIR PORT CONTROLLER_PORT [HEAP]
+set -euo pipefail
+libs=${1:?usage: start.sh LIBS_DIR DATA_DIR PORT CONTROLLER_PORT [HEAP]}
+data=${2:?DATA_DIR}
+port=${3:?PORT}
+cport=${4:?CONTROLLER_PORT}
+heap=${5:-512m}
+here=$(cd "$(dirname "$0")" && pwd)
+command -v java >/dev/null || { echo "java not found: install a JDK 17+ or use the Tansu broker" >&2; exit 127; }
+"$here/fetch-jars.sh" "$libs"
+mkdir -p "$data/logs"
+props="$data/server.properties"
+cat > "$props" <<PROPS
+process.roles=broker,controller
+node.id=1
+controller.quorum.voters=1@127.0.0.1:$cport
+listeners=PLAINTEXT://127.0.0.1:$port,CONTROLLER://127.0.0.1:$cport
+advertised.listeners=PLAINTEXT://127.0.0.1:$port
+controller.listener.names=CONTROLLER
+listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
+inter.broker.listener.name=PLAINTEXT
+log.dirs=$data/logs
+num.partitions=1
+# Topics come from the registry in code, never from a typo in a producer.
+auto.create.topics.enable=false
+offsets.topic.replication.factor=1
+offsets.topic.num.partitions=10
+transaction.state.log.replication.factor=1
+transaction.state.log.min.isr=1
+share.coordinator.state.topic.replication.factor=1
+share.coordinator.state.topic.min.isr=1
+group.initial.rebalance.delay.ms=0
+# Large span batches: allow records up to 8 MiB.
+message.max.bytes=8388608
+PROPS
+cp="$libs/*"
+if [ ! -f "$data/logs/meta.properties" ]; then
+  cluster_id=$(java -cp "$cp" kafka.tools.StorageTool random-uuid)
+  java -cp "$cp" kafka.tools.StorageTool format -t "$cluster_id" -c "$props" >/dev/null
+fi
+exec java -Xms128m "-Xmx$heap" -XX:+UseSerialGC -Djava.awt.headless=true \
+  "-Dlog4j2.configurationFile=$here/log4j2.properties" -cp "$cp" kafka.Kafka "$props"

@@ -1,0 +1,65 @@
+"""The event language: typed, versioned, immutable events and their wire format.
+
+Import from here (``from schemas import RewardAssigned``), never from the modules behind it.
+"""
+
+from schemas._base import Event, new_event_id
+from schemas.attempts import AttemptEndStatus, AttemptFinished, AttemptHeartbeat, AttemptStarted, ErrorInfo
+from schemas.catalog import ANY_EVENT, EVENT_BY_TYPE, EVENT_TYPES, TOPIC_BY_EVENT, AnyEvent
+from schemas.codec import decode, decode_dict, encode
+from schemas.errors import DecodeError, MalformedEvent, UnknownEventType
+from schemas.knowledge import DocumentDeleted, DocumentUpserted
+from schemas.position import InvalidPositionToken, Position, parse_token, to_token
+from schemas.resources import LLMResource, PromptTemplateResource, ProxyLLMResource, Resource, ResourcesPublished
+from schemas.rewards import RewardAssigned
+from schemas.rollouts import RolloutCancelled, RolloutConfig, RolloutEnqueued, RolloutMode, RolloutRequeued
+from schemas.spans import SpanEvent, SpanLink, SpanRecorded, SpanStatus
+from schemas.topics import TOPICS, TopicSpec
+from schemas.workers import WorkerDeregistered, WorkerHeartbeat, WorkerRegistered
+
+__all__ = [
+    "ANY_EVENT",
+    "EVENT_BY_TYPE",
+    "EVENT_TYPES",
+    "TOPICS",
+    "TOPIC_BY_EVENT",
+    "AnyEvent",
+    "AttemptEndStatus",
+    "AttemptFinished",
+    "AttemptHeartbeat",
+    "AttemptStarted",
+    "DecodeError",
+    "DocumentDeleted",
+    "DocumentUpserted",
+    "ErrorInfo",
+    "Event",
+    "InvalidPositionToken",
+    "LLMResource",
+    "MalformedEvent",
+    "Position",
+    "PromptTemplateResource",
+    "ProxyLLMResource",
+    "Resource",
+    "ResourcesPublished",
+    "RewardAssigned",
+    "RolloutCancelled",
+    "RolloutConfig",
+    "RolloutEnqueued",
+    "RolloutMode",
+    "RolloutRequeued",
+    "SpanEvent",
+    "SpanLink",
+    "SpanRecorded",
+    "SpanStatus",
+    "TopicSpec",
+    "UnknownEventType",
+    "WorkerDeregistered",
+    "WorkerHeartbeat",
+    "WorkerRegistered",
+    "decode",
+    "decode_dict",
+    "encode",
+    "new_event_id",
+    "parse_token",
+    "to_token",
+]

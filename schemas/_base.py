@@ -1,0 +1,52 @@
+"""The event envelope every event shares."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any, ClassVar
+from uuid import UUID
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, JsonValue
+from uuid_utils.compat import uuid7
+
+#: Arbitrary JSON, as users put in inputs and metadata.
+Json = JsonValue
+
+
+def new_event_id() -> UUID:
+    """A UUIDv7: unique, and sortable by creation time (the first 48 bits are milliseconds since the epoch)."""
+    return uuid7()
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+class Frozen(BaseModel):
+    """Immutable, and strict about unknown fields: a typo must fail loudly, not vanish."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class Event(Frozen):
+    """Base of every event. Subclasses fix ``type`` and ``version`` with ``Literal`` defaults.
+
+    Published versions are never edited: a change is a new class version plus an ``upcast_vN_vN+1``
+    static method on the current class, which ``schemas.codec.decode`` applies in order.
+    """
+
+    #: Where a producer reads the key of the record (the field whose value keeps related events ordered).
+    key_field: ClassVar[str] = ""
+
+    event_id: UUID = Field(default_factory=new_event_id, description="unique, time-sortable (UUIDv7)")
+    type: str
+    version: int
+    occurred_at: AwareDatetime = Field(default_factory=utc_now, description="when it happened, tz-aware")
+    correlation_id: str | None = Field(default=None, description="the request or workflow this belongs to")
+    causation_id: str | None = Field(default=None, description="the event or command that caused this one")
+    source: str = Field(default="agl", description="who produced it, as a CloudEvents source (URI-reference)")
+
+    def key(self) -> bytes | None:
+        """The record key: related events share it, so they stay ordered in one partition."""
+        value: Any = getattr(self, self.key_field, None) if self.key_field else None
+        return None if value is None else str(value).encode()

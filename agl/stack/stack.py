@@ -132,11 +132,12 @@ class Stack:
             self._broker = Tansu(data_dir=self.data_dir / "tansu", port=s.kafka_port)
         if s.database_url is None:
             self._postgres = EmbeddedPostgres(data_dir=self.data_dir / "postgres" / "data", port=s.postgres_port)
-        async with asyncio.TaskGroup() as group:
-            if self._broker is not None:
-                group.create_task(self._broker.start(s.startup_timeout_s))
-            if self._postgres is not None:
-                group.create_task(self._postgres.start(s.startup_timeout_s))
+        starts = [c.start(s.startup_timeout_s) for c in (self._broker, self._postgres) if c is not None]
+        # Both start at once; the first failure is raised as itself (not an ExceptionGroup) so the CLI can
+        # print it on one line, and stop() cleans up whichever did start.
+        for outcome in await asyncio.gather(*starts, return_exceptions=True):
+            if isinstance(outcome, BaseException):
+                raise outcome
         self.broker_info = (
             self._broker.info
             if self._broker is not None

@@ -1,0 +1,210 @@
+"""`agl up` / `status` / `down` as a user runs them: real processes, real ports, a temporary data directory."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+import psycopg
+import pytest
+
+from agl.config import KAFKA_VERSION
+from agl.stack._process import free_port
+from agl.stack.smoke import kafka_round_trip
+from agl.stack.state import read_state
+from tests.fixtures.services import KAFKA_LIBS_CACHE
+
+pytestmark = pytest.mark.slow
+READY = "Ctrl-C or `agl down`"
+
+
+def stack_env(data_dir: Path, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AGL_")}
+    env.update(
+        AGL_DATA_DIR=str(data_dir),
+        AGL_KAFKA_PORT=str(free_port()),
+        AGL_KAFKA_CONTROLLER_PORT=str(free_port()),
+        AGL_POSTGRES_PORT=str(free_port()),
+        AGL_API_PORT=str(free_port()),
+        AGL_KAFKA_LIBS_DIR=str(KAFKA_LIBS_CACHE / f"kafka-{KAFKA_VERSION}"),
+        **extra,
+    )
+    return env
+
+
+def agl(env: dict[str, str], *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "agl", *args], env=env, capture_output=True, text=True, timeout=timeout, check=False
+    )
+
+
+class Up:
+    """`agl up` in the background, read until it says it is ready."""
+
+    def __init__(self, env: dict[str, str], *args: str) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "agl", "up", *args],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        self.output: list[str] = []
+        assert self.proc.stdout is not None
+        deadline = time.monotonic() + 180
+        for line in self.proc.stdout:
+            self.output.append(line)
+            if READY in line or time.monotonic() > deadline:
+                break
+        assert any(READY in line for line in self.output), "".join(self.output)
+
+    def interrupt(self) -> tuple[int, str]:
+        self.proc.send_signal(signal.SIGINT)
+        rest, _ = self.proc.communicate(timeout=120)
+        return self.proc.returncode, "".join(self.output) + rest
+
+
+def child_pids(data_dir: Path) -> list[int]:
+    state = read_state(data_dir)
+    assert state is not None
+    return list(state.components.values())
+
+
+def assert_all_gone(pids: list[int], timeout: float = 20) -> None:
+    deadline = time.monotonic() + timeout
+    alive = pids
+    while alive and time.monotonic() < deadline:
+        alive = [p for p in pids if psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE]
+        time.sleep(0.2)
+    assert not alive, f"processes left behind: {alive}"
+
+
+def test_up_status_twin_and_sigint_leave_nothing_behind(tmp_path):
+    env = stack_env(tmp_path / "d", AGL_BROKER="tansu")
+    up = Up(env)
+    pids = child_pids(tmp_path / "d")
+    assert len(pids) == 3, "broker, postgres and api run as children"
+    status = agl(env, "status")
+    assert status.returncode == 0, status.stdout + status.stderr
+    for component in ("broker", "postgres", "api"):
+        assert any(line.startswith(component) and " up " in line for line in status.stdout.splitlines()), status.stdout
+    twin = agl(env, "up")
+    assert twin.returncode == 0
+    assert "already runs" in twin.stdout
+    smoke = agl(env, "smoke")
+    assert smoke.returncode == 0 and "smoke: ok" in smoke.stdout, smoke.stdout + smoke.stderr
+    code, output = up.interrupt()
+    assert code == 0, output
+    assert "Tansu keeps its whole history in memory" in output
+    assert_all_gone([up.proc.pid, *pids])
+    after = agl(env, "status")
+    assert after.returncode == 1 and "down" in after.stdout
+
+
+def test_kill_9_of_the_supervisor_takes_its_children_along(tmp_path):
+    env = stack_env(tmp_path / "d", AGL_BROKER="tansu")
+    up = Up(env)
+    pids = child_pids(tmp_path / "d")
+    up.proc.kill()
+    up.proc.communicate()
+    assert_all_gone(pids)
+    # The lock died with the supervisor: a new stack starts on the same data directory.
+    again = Up(env)
+    code, _ = again.interrupt()
+    assert code == 0
+
+
+def test_down_stops_a_running_stack(tmp_path):
+    env = stack_env(tmp_path / "d", AGL_BROKER="tansu")
+    up = Up(env)
+    pids = child_pids(tmp_path / "d")
+    down = agl(env, "down")
+    assert down.returncode == 0 and "stopped" in down.stdout
+    up.proc.communicate(timeout=60)
+    assert up.proc.returncode == 0
+    assert_all_gone(pids)
+
+
+def test_apache_kafka_keeps_topics_and_records_across_a_restart(tmp_path):
+    env = stack_env(tmp_path / "d", AGL_BROKER="kafka")
+    bootstrap = f"127.0.0.1:{env['AGL_KAFKA_PORT']}"
+    up = Up(env)
+    marker_topic = "agl.smoke.v1"
+    asyncio.run(kafka_round_trip(bootstrap, marker_topic))
+    epoch_before = read_state(tmp_path / "d")
+    assert epoch_before is not None and epoch_before.durable_log
+    assert up.interrupt()[0] == 0
+    up = Up(env)
+    records = asyncio.run(_count_records(bootstrap, marker_topic))
+    assert records == 1, "the record written before the restart is still there"
+    assert up.interrupt()[0] == 0
+
+
+async def _count_records(bootstrap: str, topic: str) -> int:
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    tp = TopicPartition(topic, 0)
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, auto_offset_reset="earliest")
+    await consumer.start()
+    try:
+        consumer.assign([tp])
+        batch = await consumer.getmany(tp, timeout_ms=10_000)
+        return len(batch.get(tp, []))
+    finally:
+        await consumer.stop()
+
+
+def test_tansu_restart_is_detected_and_refused_while_positions_exist(tmp_path):
+    env = stack_env(tmp_path / "d", AGL_BROKER="tansu")
+    up = Up(env)
+    url = f"postgresql://postgres@127.0.0.1:{env['AGL_POSTGRES_PORT']}/agl"
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(
+            "INSERT INTO projection_offsets (projection, topic, partition, next_offset) "
+            "VALUES ('rollouts', 'agl.rollouts.v1', 0, 7)"
+        )
+    assert up.interrupt()[0] == 0
+    refused = agl(env, "up")
+    assert refused.returncode == 4, refused.stdout + refused.stderr
+    assert "log was reset" in refused.stderr and "--accept-log-reset" in refused.stderr
+    assert len(refused.stderr.strip().splitlines()) == 2  # the one-line error after the Tansu warning
+    accepted = Up(env, "--accept-log-reset")
+    with psycopg.connect(url) as conn:
+        assert conn.execute("SELECT count(*) FROM projection_offsets").fetchone() == (0,)
+    assert accepted.interrupt()[0] == 0
+
+
+def test_port_in_use_is_one_clear_line(tmp_path):
+    env = stack_env(tmp_path / "d", AGL_BROKER="tansu")
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", int(env["AGL_API_PORT"])))
+        squatter.listen()
+        result = agl(env, "up")
+    assert result.returncode == 3
+    assert result.stderr.strip().splitlines()[-1] == (
+        f"agl up: port {env['AGL_API_PORT']} (api) on 127.0.0.1 is already in use; free it or set AGL_API_PORT"
+    )
+
+
+def test_unusable_data_dir_is_one_clear_line(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    result = agl(stack_env(blocker / "d", AGL_BROKER="tansu"), "up")
+    assert result.returncode == 3
+    assert result.stderr.startswith(f"agl up: data directory {blocker / 'd'} is not usable")
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_a_broker_that_does_not_come_up_in_time_is_reported(tmp_path):
+    env = stack_env(tmp_path / "d", AGL_BROKER="tansu", AGL_STARTUP_TIMEOUT_S="0.001")
+    result = agl(env, "up")
+    assert result.returncode == 3, result.stderr
+    assert "did not" in result.stderr and "within" in result.stderr
+    assert not (tmp_path / "d" / "stack.json").exists()

@@ -208,3 +208,14 @@ def test_a_broker_that_does_not_come_up_in_time_is_reported(tmp_path):
     assert result.returncode == 3, result.stderr
     assert "did not" in result.stderr and "within" in result.stderr
     assert not (tmp_path / "d" / "stack.json").exists()
+
+
+def test_bad_settings_and_contradictory_flags_exit_2_with_one_line(tmp_path):
+    env = stack_env(tmp_path / "d")
+    bad = agl({**env, "AGL_KAFKA_PORT": "abc"}, "status")
+    assert bad.returncode == 2
+    assert bad.stderr.startswith("agl status: invalid setting AGL_KAFKA_PORT:")
+    assert len(bad.stderr.strip().splitlines()) == 1
+    external = agl(env, "up", "--broker", "external")
+    assert external.returncode == 2
+    assert external.stderr.strip() == "agl up: --broker external needs AGL_KAFKA_BOOTSTRAP=host:port"

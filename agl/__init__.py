@@ -1,0 +1,47 @@
+"""Agent Lightning ES: what agent authors import (``import agl``).
+
+``agl.Client`` / ``agl.AsyncClient`` send commands (rollouts, resources, knowledge, rewards, spans) to the API.
+They are loaded on first use: importing ``agl`` stays cheap for the CLI, and ``schemas`` (which imports
+``agl.errors``) can import this package without a cycle.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from producers.client import AsyncClient, Client, RetryPolicy
+    from producers.errors import ApiUnavailable, CommandRejected
+    from producers.models import DocumentIn, RewardIn, RolloutIn, SpanIn
+
+#: Public name -> the module that defines it.
+_EXPORTS = {
+    "AsyncClient": "producers.client",
+    "Client": "producers.client",
+    "RetryPolicy": "producers.client",
+    "ApiUnavailable": "producers.errors",
+    "CommandRejected": "producers.errors",
+    "DocumentIn": "producers.models",
+    "RewardIn": "producers.models",
+    "RolloutIn": "producers.models",
+    "SpanIn": "producers.models",
+}
+
+__all__ = [
+    "ApiUnavailable",
+    "AsyncClient",
+    "Client",
+    "CommandRejected",
+    "DocumentIn",
+    "RetryPolicy",
+    "RewardIn",
+    "RolloutIn",
+    "SpanIn",
+]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'agl' has no attribute {name!r}")

@@ -11,6 +11,10 @@ from fastapi.responses import JSONResponse
 from psycopg_pool import AsyncConnectionPool
 
 from agl.errors import LightningError
+from consumers.routes import router as projections_router
+from consumers.routes import stalled_projections
+from producers.api import mount_commands, running_commands
+from projections.routes.rollouts import router as rollouts_router
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
@@ -35,6 +39,7 @@ def create_app(settings: Settings) -> FastAPI:
             kafka = AIOKafkaClient(bootstrap_servers=bootstrap)
             await kafka.bootstrap()
             stack.push_async_callback(kafka.close)
+            await stack.enter_async_context(running_commands(app, settings, pool))
             app.state.settings = settings
             app.state.pool = pool
             app.state.kafka = kafka
@@ -44,7 +49,12 @@ def create_app(settings: Settings) -> FastAPI:
 
     @app.exception_handler(LightningError)
     async def _lightning_error(_: Request, exc: LightningError) -> JSONResponse:
-        return JSONResponse({"detail": str(exc)}, status_code=503 if exc.retriable else 400)
+        status = getattr(exc, "http_status", None) or (503 if exc.retriable else 400)
+        return JSONResponse({"detail": str(exc)}, status_code=status)
+
+    mount_commands(app, settings)
+    app.include_router(rollouts_router)
+    app.include_router(projections_router)
 
     @app.get("/healthz", tags=["health"])
     async def healthz() -> dict[str, str]:
@@ -53,7 +63,7 @@ def create_app(settings: Settings) -> FastAPI:
 
     @app.get("/readyz", tags=["health"])
     async def readyz(request: Request) -> JSONResponse:
-        """Readiness: PostgreSQL answers a query and the broker answers a metadata request."""
+        """Readiness: PostgreSQL and the broker answer, and no projection is stalled (lag without progress)."""
         checks: dict[str, str] = {}
         try:
             async with request.app.state.pool.connection(timeout=2) as conn:
@@ -66,6 +76,12 @@ def create_app(settings: Settings) -> FastAPI:
             checks["kafka"] = "up"
         except Exception as e:  # noqa: BLE001
             checks["kafka"] = f"down: {e}"
+        if checks["postgres"] == checks["kafka"] == "up":
+            try:
+                stalled = await stalled_projections(request)
+                checks["projections"] = f"stalled: {'; '.join(stalled)}" if stalled else "up"
+            except Exception as e:  # noqa: BLE001
+                checks["projections"] = f"unknown: {e}"
         ready = all(v == "up" for v in checks.values())
         return JSONResponse({"ready": ready, "checks": checks}, status_code=200 if ready else 503)
 

@@ -19,6 +19,10 @@ if TYPE_CHECKING:
 COMMAND_MODULES = (
     "agl.commands.stack",
     "agl.commands.api",
+    "agl.commands.projections",
+    "agl.commands.dlq",
+    "agl.commands.topics",
+    "agl.commands.schemas",
 )
 
 

@@ -41,6 +41,9 @@ class Settings(BaseSettings):
     postgres_port: int = Field(default=5433, ge=1, le=65535)
     api_host: str = "127.0.0.1"
     api_port: int = Field(default=8000, ge=1, le=65535)
+    api_max_body_bytes: int = Field(
+        default=8 * 1024 * 1024, ge=1024, description="larger command bodies are answered 413"
+    )
     topic_prefix: str = Field(default="", description="prefix of every topic name, to share one cluster")
     startup_timeout_s: float = Field(default=60.0, gt=0)
     log_level: str = "INFO"

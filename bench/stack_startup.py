@@ -59,7 +59,9 @@ def main() -> None:
             )
             cold.append(time_up(env))
             warm.append(time_up(env))
-    print(f"broker={args.broker} runs={args.runs} cold={[round(x, 2) for x in cold]} warm={[round(x, 2) for x in warm]}")
+    print(
+        f"broker={args.broker} runs={args.runs} cold={[round(x, 2) for x in cold]} warm={[round(x, 2) for x in warm]}"
+    )
     print(f"up_cold_s={statistics.median(cold):.2f} up_warm_s={statistics.median(warm):.2f}")
 
 

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
+
+from schemas.catalog import TOPIC_BY_EVENT, event_type
+from schemas.topics import INTERNAL_TOPICS, TOPICS
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
@@ -56,3 +60,49 @@ async def ensure_topics(
         return created
     finally:
         await admin.close()
+
+
+@dataclass(frozen=True)
+class TopicState:
+    """A registry topic and what the broker says about it (``broker_partitions`` None: the topic is missing)."""
+
+    spec: TopicSpec
+    name: str
+    broker_partitions: int | None
+    leaders: tuple[int, ...] = ()
+
+    def describe(self) -> list[str]:
+        events = [event_type(cls) for cls, spec in TOPIC_BY_EVENT.items() if spec is self.spec]
+        found = "missing on the broker" if self.broker_partitions is None else f"{self.broker_partitions} on the broker"
+        return [
+            self.name,
+            f"  description  {self.spec.description}",
+            f"  key          {self.spec.key}",
+            f"  partitions   {self.spec.partitions} in the registry, {found}",
+            f"  leaders      {', '.join(map(str, self.leaders)) or '-'}",
+            f"  configs      {', '.join(f'{k}={v}' for k, v in sorted(self.spec.configs.items()))}",
+            f"  events       {', '.join(events) or '-'}",
+        ]
+
+
+async def topic_states(bootstrap: str, *, prefix: str = "") -> list[TopicState]:
+    """Every registry topic (events and internal), with its partitions and leaders on the broker."""
+    specs = (*TOPICS, *INTERNAL_TOPICS)
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=30_000)
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+        present = [spec.full_name(prefix) for spec in specs if spec.full_name(prefix) in existing]
+        metas = {m["topic"]: m for m in await admin.describe_topics(present)} if present else {}
+    finally:
+        await admin.close()
+    states = []
+    for spec in specs:
+        name = spec.full_name(prefix)
+        meta = metas.get(name)
+        if meta is None:
+            states.append(TopicState(spec, name, None))
+            continue
+        partitions = sorted(meta["partitions"], key=lambda p: p["partition"])
+        states.append(TopicState(spec, name, len(partitions), tuple(p["leader"] for p in partitions)))
+    return states

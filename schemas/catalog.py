@@ -65,3 +65,22 @@ def event_type(cls: type[Event]) -> str:
 def current_version(cls: type[Event]) -> int:
     value: int = cls.model_fields["version"].default
     return value
+
+
+#: Who writes each event and who reads it, for the README's event catalogue and the AsyncAPI document.
+ROLES: dict[type[Event], tuple[str, str]] = {
+    RolloutEnqueued: ("command API `POST /v1/rollouts`, SDK", "rollouts projection (the queue)"),
+    RolloutCancelled: ("command API `POST /v1/rollouts/{id}/cancel`, SDK", "rollouts projection, runner"),
+    RolloutRequeued: ("rollouts supervisor (retry policy, watchdog)", "rollouts projection"),
+    AttemptStarted: ("runner", "rollouts projection (attempts)"),
+    AttemptHeartbeat: ("runner", "rollouts projection (watchdog liveness)"),
+    AttemptFinished: ("runner, watchdog (timeout, unresponsive)", "rollouts projection"),
+    SpanRecorded: ("command API `POST /v1/spans`, SDK, runner tracer", "spans and triplet projections"),
+    RewardAssigned: ("command API `POST /v1/rewards`, SDK, runner", "triplet projection, rollouts projection"),
+    ResourcesPublished: ("command API `POST /v1/resources`, SDK, algorithms", "resources projection, runner"),
+    DocumentUpserted: ("command API `POST /v1/knowledge/documents`, SDK", "knowledge indexer (pgvector)"),
+    DocumentDeleted: ("command API `DELETE /v1/knowledge/documents/{id}`, SDK", "knowledge indexer (pgvector)"),
+    WorkerRegistered: ("runner", "workers projection"),
+    WorkerHeartbeat: ("runner", "workers projection"),
+    WorkerDeregistered: ("runner", "workers projection"),
+}

@@ -38,6 +38,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 TANSU_WARNING = "warning: Tansu keeps its whole history in memory: stopping the stack loses every topic and record"
+#: Projections `agl up` keeps up to date, each in its own supervised process.
+PROJECTION_WORKERS = ("rollouts", "archive")
 #: A service that crashes more often than this within a minute is not restarted again.
 MAX_RESTARTS_PER_MINUTE = 5
 
@@ -150,6 +152,11 @@ class Stack:
             self.api_url = f"http://{s.api_host}:{s.api_port}"
             await self.start_service(
                 ServiceSpec("api", [sys.executable, "-m", "agl", "api"], ready_url=f"{self.api_url}/healthz")
+            )
+        # The workers serve the API's read models; a stack without the API (tests) runs neither.
+        for name in PROJECTION_WORKERS if self.with_api else ():
+            await self.start_service(
+                ServiceSpec(f"projection-{name}", [sys.executable, "-m", "agl", "projections", "run", name])
             )
         self._write_state()
 

@@ -90,7 +90,7 @@ def test_up_status_twin_and_sigint_leave_nothing_behind(tmp_path):
     env = stack_env(tmp_path / "d", AGL_BROKER="tansu")
     up = Up(env)
     pids = child_pids(tmp_path / "d")
-    assert len(pids) == 3, "broker, postgres and api run as children"
+    assert len(pids) == 5, "broker, postgres, api and the rollouts and archive projections run as children"
     status = agl(env, "status")
     assert status.returncode == 0, status.stdout + status.stderr
     for component in ("broker", "postgres", "api"):

@@ -1,0 +1,204 @@
+"""Events per second through the EventPublisher, through the HTTP command API, and through a raw aiokafka producer.
+
+All three send the same span events (~600 B of JSON each, 100 rollouts) to the same topic, acks=all, in the same
+run. The raw producer is aiokafka with its defaults (plus acks=all), handed the already-encoded records with
+send() futures gathered -- the fastest plain use of the library; the publisher also encodes every event and
+computes positions. The HTTP figure is end to end: JSON batches POSTed to `agl api` running in its own process.
+
+Starts its own broker (Apache Kafka when Java and Maven are present, else Tansu; `--broker` chooses) and
+PostgreSQL on free ports in a temporary directory, unless AGL_KAFKA_BOOTSTRAP / AGL_DATABASE_URL are set.
+The last line is: publisher_eps=<n> http_eps=<n> raw_eps=<n> publisher_ratio=<publisher/raw>
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import shutil
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import httpx
+import orjson
+from aiokafka import AIOKafkaProducer
+
+from agl.config import KAFKA_VERSION
+from agl.stack._process import free_port
+from agl.stack.brokers import ApacheKafka, Tansu, java_available
+from agl.stack.postgres import EmbeddedPostgres
+from producers.admin import ensure_topics
+from producers.publisher import EventPublisher
+from schemas import SpanRecorded
+from schemas.topics import TOPICS
+
+REPO = Path(__file__).resolve().parents[1]
+JSON = {"content-type": "application/json"}
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--events", type=int, default=60_000, help="events per publisher / raw run")
+    parser.add_argument("--http-events", type=int, default=20_000, help="events sent through the HTTP API")
+    parser.add_argument("--http-batch", type=int, default=500, help="spans per POST /v1/spans")
+    parser.add_argument("--http-concurrency", type=int, default=4)
+    parser.add_argument("--rounds", type=int, default=3, help="alternating rounds; the best of each is reported")
+    parser.add_argument("--broker", choices=["auto", "kafka", "tansu"], default="auto")
+    return parser.parse_args()
+
+
+def make_spans(count: int) -> list[SpanRecorded]:
+    start = datetime(2025, 1, 1, tzinfo=UTC)
+    return [
+        SpanRecorded(
+            rollout_id=f"ro-bench-{i % 100}",
+            attempt_id="at-1",
+            sequence_id=i,
+            trace_id=uuid.uuid4().hex,
+            span_id=uuid.uuid4().hex[:16],
+            name="openai.chat.completion",
+            kind="CLIENT",
+            start_time=start,
+            end_time=start,
+            attributes={"gen_ai.response.id": f"chatcmpl-{i}", "gen_ai.usage.total_tokens": 321, "note": "x" * 120},
+            source="/bench",
+        )
+        for i in range(count)
+    ]
+
+
+@contextlib.asynccontextmanager
+async def services(choice: str, workdir: Path) -> AsyncIterator[tuple[str, str, str]]:
+    """(bootstrap, database_url, broker kind): from the environment, or started here and stopped on exit."""
+    async with contextlib.AsyncExitStack() as stack:
+        bootstrap, kind = os.environ.get("AGL_KAFKA_BOOTSTRAP"), "external"
+        if not bootstrap:
+            use_kafka = choice == "kafka" or (choice == "auto" and java_available())
+            broker: ApacheKafka | Tansu = (
+                ApacheKafka(
+                    data_dir=workdir / "kafka",
+                    libs_dir=REPO / ".agl" / "cache" / f"kafka-{KAFKA_VERSION}",
+                    port=free_port(),
+                    controller_port=free_port(),
+                )
+                if use_kafka
+                else Tansu(data_dir=workdir / "tansu", port=free_port())
+            )
+            await broker.start(180)
+            stack.push_async_callback(broker.stop)
+            bootstrap, kind = broker.info.bootstrap, broker.info.kind
+        database_url = os.environ.get("AGL_DATABASE_URL")
+        if not database_url:
+            postgres = EmbeddedPostgres(data_dir=workdir / "postgres", port=free_port(), durable=False)
+            await postgres.start(60)
+            stack.push_async_callback(postgres.stop)
+            database_url = postgres.url()
+        yield bootstrap, database_url, kind
+
+
+async def run_raw(bootstrap: str, topic: str, events: list[SpanRecorded], publisher: EventPublisher) -> float:
+    records = [publisher.record_of(e) for e in events]  # encoded beforehand: raw pays no encoding
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
+    await producer.start()
+    try:
+        t0 = time.perf_counter()
+        futures = [await producer.send(topic, value, key=key, headers=headers) for _, key, value, headers in records]
+        await asyncio.gather(*futures)
+        return len(records) / (time.perf_counter() - t0)
+    finally:
+        await producer.stop()
+
+
+async def run_publisher(publisher: EventPublisher, events: list[SpanRecorded]) -> float:
+    t0 = time.perf_counter()
+    positions = await publisher.publish_many(events)
+    elapsed = time.perf_counter() - t0
+    assert len(positions) == len(events)
+    return len(events) / elapsed
+
+
+@contextlib.asynccontextmanager
+async def api_process(bootstrap: str, database_url: str, prefix: str) -> AsyncIterator[str]:
+    """`agl api` in its own process, as `agl up` runs it."""
+    port = free_port()
+    env = os.environ | {
+        "AGL_KAFKA_BOOTSTRAP": bootstrap,
+        "AGL_DATABASE_URL": database_url,
+        "AGL_TOPIC_PREFIX": prefix,
+        "AGL_API_PORT": str(port),
+    }
+    proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "agl", "api", env=env)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        async with httpx.AsyncClient(base_url=url) as client:
+            for _ in range(300):
+                with contextlib.suppress(httpx.TransportError):
+                    if (await client.get("/healthz")).status_code == 200:
+                        break
+                await asyncio.sleep(0.1)
+        yield url
+    finally:
+        proc.terminate()
+        await proc.wait()
+
+
+async def run_http(url: str, events: list[SpanRecorded], batch: int, concurrency: int) -> float:
+    fields = set(SpanRecorded.model_fields) - {"event_id", "type", "version", "occurred_at", "source"}
+    fields -= {"correlation_id", "causation_id"}
+    bodies = [
+        orjson.dumps([e.model_dump(mode="json", include=fields) for e in events[i : i + batch]])
+        for i in range(0, len(events), batch)
+    ]
+    queue = list(reversed(bodies))
+    async with httpx.AsyncClient(base_url=url, timeout=60) as client:
+
+        async def worker() -> None:
+            while queue:
+                response = await client.post(
+                    "/v1/spans", content=queue.pop(), headers={"content-type": "application/json"}
+                )
+                assert response.status_code == 202, response.text
+
+        # Warm-up: the first request opens the pool and the producer's connections.
+        assert (await client.post("/v1/spans", content=queue.pop(), headers=JSON)).status_code == 202
+        t0 = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        elapsed = time.perf_counter() - t0
+    return (len(bodies) - 1) * batch / elapsed
+
+
+async def main() -> None:
+    args = parse_args()
+    workdir = Path(tempfile.mkdtemp(prefix="agl-bench-"))
+    try:
+        async with services(args.broker, workdir) as (bootstrap, database_url, kind):
+            prefix = f"bench{uuid.uuid4().hex[:8]}."
+            await ensure_topics(bootstrap, TOPICS, prefix=prefix)
+            events = make_spans(args.events)
+            raw, pub = [], []
+            async with EventPublisher(bootstrap, topic_prefix=prefix) as publisher:
+                topic = publisher.record_of(events[0])[0]
+                await run_publisher(publisher, events[:2000])  # warm-up: connections and metadata
+                for _ in range(args.rounds):
+                    raw.append(await run_raw(bootstrap, topic, events, publisher))
+                    pub.append(await run_publisher(publisher, events))
+                    print(f"round: raw {raw[-1]:,.0f}/s  publisher {pub[-1]:,.0f}/s", flush=True)
+            async with api_process(bootstrap, database_url, prefix) as url:
+                http = await run_http(url, make_spans(args.http_events), args.http_batch, args.http_concurrency)
+            print(f"broker {kind}; {args.events} events x {args.rounds} rounds; http {args.http_events} events")
+            print(
+                f"publisher_eps={max(pub):.0f} http_eps={http:.0f} raw_eps={max(raw):.0f} "
+                f"publisher_ratio={max(pub) / max(raw):.2f}"
+            )
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    asyncio.run(main())

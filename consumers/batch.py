@@ -1,0 +1,210 @@
+"""One batch, one transaction: lock positions, drop what was applied, decode, dedupe, apply, park, store positions.
+
+The order inside the transaction is what makes the effect exactly-once:
+
+1. lock this projection's position rows of the batch's partitions (``FOR UPDATE``): a second instance holding the
+   same partitions during a rebalance waits here, then sees the advanced positions;
+2. drop records below the stored positions (redelivered after a crash or a rebalance);
+3. decode, skip event types the projection does not read, park undecodable records;
+4. drop events whose ``event_id`` was already applied (a re-published event);
+5. apply in savepoints, splitting the batch to isolate an event that apply rejects, which is parked;
+6. store the next offsets, then commit. Nothing is committed to Kafka: PostgreSQL holds the true positions.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Protocol
+
+from consumers.errors import GenerationChanged, is_retriable
+from projections.base import Envelope, Projection
+from projections.dead_letters import Parked, park, parked_keys
+from projections.tracking import (
+    Generation,
+    TopicPartitionKey,
+    ensure_position_rows,
+    generation_state,
+    lock_positions,
+    save_positions,
+    set_search_path,
+)
+from schemas import EVENT_BY_TYPE, DecodeError, UnknownEventType, decode
+
+if TYPE_CHECKING:
+    from psycopg import AsyncConnection
+
+
+class Record(Protocol):
+    """What the batch needs of a consumed record (aiokafka's ``ConsumerRecord`` has it)."""
+
+    topic: str
+    partition: int
+    offset: int
+    timestamp: int
+    key: bytes | None
+    value: bytes | None
+    headers: Sequence[tuple[str, bytes]]
+
+
+@dataclass
+class BatchOutcome:
+    applied: int = 0
+    redelivered: int = 0
+    skipped: int = 0
+    duplicates: int = 0
+    parked: int = 0
+    positions: dict[TopicPartitionKey, int] = field(default_factory=dict)
+    #: records handled per partition (applied, skipped, parked or redelivered)
+    counts: dict[TopicPartitionKey, int] = field(default_factory=dict)
+
+
+class BatchProcessor:
+    """Applies batches of records of ``projection`` to ``generation``'s tables (see the module docstring)."""
+
+    def __init__(self, projection: Projection, generation: Generation, *, check_generation: bool = True) -> None:
+        self.projection = projection
+        self.generation = generation
+        self.consumer_key = generation.schema
+        #: The live worker checks that its generation is still the one it should write (a rebuild may switch).
+        self.check_generation = check_generation
+
+    async def process(
+        self,
+        conn: AsyncConnection[Any],
+        records: Sequence[Record],
+        *,
+        rates: dict[TopicPartitionKey, float] | None = None,
+    ) -> BatchOutcome:
+        outcome = BatchOutcome()
+        tps = {(r.topic, r.partition) for r in records}
+        async with conn.transaction():
+            await set_search_path(conn, self.generation.schema, local=True)
+            stored = await lock_positions(conn, self.consumer_key, tps)
+            if stored.keys() != tps:
+                await ensure_position_rows(conn, self.consumer_key, tps - stored.keys())
+                stored = await lock_positions(conn, self.consumer_key, tps)
+            if self.check_generation and await generation_state(conn, self.generation) != self.generation.state:
+                raise GenerationChanged(f"{self.generation.schema} is no longer {self.generation.state}")
+            fresh = [r for r in records if r.offset >= stored[(r.topic, r.partition)]]
+            outcome.redelivered = len(records) - len(fresh)
+            envelopes, parked = await self._decode(conn, fresh, outcome)
+            envelopes = await self._dedupe(conn, envelopes, outcome)
+            before = len(parked)
+            # Keys parked while decoding already held back their later records, so apply starts unblocked.
+            await self._apply_split(conn, envelopes, parked, set())
+            await park(conn, self.generation, parked)
+            outcome.parked = len(parked)
+            outcome.applied = len(envelopes) - (len(parked) - before)
+            positions = _next_positions(records, stored)
+            await save_positions(conn, self.consumer_key, positions, rates or {})
+            outcome.positions = {tp: pos for tp, (pos, _) in positions.items()}
+            for r in records:
+                outcome.counts[(r.topic, r.partition)] = outcome.counts.get((r.topic, r.partition), 0) + 1
+        return outcome
+
+    async def _decode(
+        self, conn: AsyncConnection[Any], records: Sequence[Record], outcome: BatchOutcome
+    ) -> tuple[list[Envelope], list[Parked]]:
+        """Envelopes to apply, and records parked for decoding or for a blocked key (in log order)."""
+        per_key = self.projection.per_key_ordering
+        keys = list({r.key for r in records if r.key is not None})
+        blocked = await parked_keys(conn, self.generation, keys) if per_key else set()
+        envelopes: list[Envelope] = []
+        parked: list[Parked] = []
+        for r in records:
+            headers = tuple(r.headers)
+            type_header = next((v for n, v in headers if n == "ce_type"), None)
+            type_name = type_header.decode(errors="replace") if type_header else None
+            if type_name in EVENT_BY_TYPE and not self.projection.wants(type_name):
+                outcome.skipped += 1  # known, but not read by this projection: no need to parse it
+                continue
+            if per_key and r.key is not None and r.key in blocked:
+                parked.append(_parked(r, "blocked", "an earlier record of this key is parked", type_name))
+                continue
+            if self.projection.raw:
+                envelopes.append(Envelope(r.topic, r.partition, r.offset, r.key, r.timestamp, None, r.value, headers))
+                continue
+            try:
+                event = decode(r.value, headers)
+            except DecodeError as e:
+                reason = "unknown_type" if isinstance(e, UnknownEventType) else "decode"
+                parked.append(_parked(r, reason, f"{type(e).__name__}: {e}", type_name))
+                if per_key and r.key is not None:
+                    blocked.add(r.key)
+                continue
+            if not self.projection.wants(event.type):
+                outcome.skipped += 1
+                continue
+            envelopes.append(Envelope(r.topic, r.partition, r.offset, r.key, r.timestamp, event, r.value, headers))
+        return envelopes, parked
+
+    async def _dedupe(
+        self, conn: AsyncConnection[Any], envelopes: list[Envelope], outcome: BatchOutcome
+    ) -> list[Envelope]:
+        if not self.projection.dedupe or self.projection.raw or not envelopes:
+            return envelopes
+        ids = [e.require_event().event_id for e in envelopes]
+        cur = await conn.execute(
+            "INSERT INTO applied_events (event_id) SELECT unnest(%b::uuid[]) ON CONFLICT DO NOTHING RETURNING event_id",
+            (ids,),
+        )
+        new = {row[0] for row in await cur.fetchall()}
+        kept: list[Envelope] = []
+        for envelope, event_id in zip(envelopes, ids, strict=True):
+            if event_id in new:
+                new.discard(event_id)  # a second copy within this batch is a duplicate too
+                kept.append(envelope)
+        outcome.duplicates = len(envelopes) - len(kept)
+        return kept
+
+    async def _apply_split(
+        self, conn: AsyncConnection[Any], envelopes: list[Envelope], parked: list[Parked], blocked: set[bytes]
+    ) -> None:
+        """Apply in a savepoint; when apply rejects the batch, halve it until the rejected event is alone."""
+        if blocked:
+            held = [e for e in envelopes if e.key is not None and e.key in blocked]
+            parked.extend(_parked_envelope(e, "blocked", "an earlier record of this key is parked") for e in held)
+            envelopes = [e for e in envelopes if e.key is None or e.key not in blocked]
+        if not envelopes:
+            return
+        try:
+            async with conn.transaction():
+                await self.projection.apply(envelopes, conn)
+        except Exception as e:
+            if is_retriable(e):
+                raise
+            if len(envelopes) == 1:
+                parked.append(_parked_envelope(envelopes[0], "apply", f"{type(e).__name__}: {e}"))
+                if self.projection.per_key_ordering and envelopes[0].key is not None:
+                    blocked.add(envelopes[0].key)
+                return
+        else:
+            return
+        middle = len(envelopes) // 2
+        await self._apply_split(conn, envelopes[:middle], parked, blocked)
+        await self._apply_split(conn, envelopes[middle:], parked, blocked)
+
+
+def _next_positions(
+    records: Sequence[Record], stored: dict[TopicPartitionKey, int]
+) -> dict[TopicPartitionKey, tuple[int, int | None]]:
+    """Per partition: the offset after its last record (never moving back) and that record's timestamp."""
+    out: dict[TopicPartitionKey, tuple[int, int | None]] = {}
+    for r in records:
+        tp = (r.topic, r.partition)
+        if r.offset + 1 > out.get(tp, (stored[tp], None))[0]:
+            out[tp] = (r.offset + 1, r.timestamp)
+    return {tp: out.get(tp, (stored[tp], None)) for tp in stored}
+
+
+def _parked(r: Record, reason: Any, error: str, type_name: str | None) -> Parked:
+    return Parked(r.topic, r.partition, r.offset, r.key, reason, error, r.value, tuple(r.headers), None, type_name)
+
+
+def _parked_envelope(e: Envelope, reason: Any, error: str) -> Parked:
+    event = e.event
+    return Parked(
+        e.topic, e.partition, e.offset, e.key, reason, error, e.value, e.headers,
+        None if event is None else event.event_id, None if event is None else event.type,
+    )  # fmt: skip

@@ -1,0 +1,246 @@
+"""The consumer loop every projection runs on: Kafka in, one PostgreSQL transaction per batch.
+
+Ordering guarantee per batch (see ``consumers.batch``): *write read-model rows + positions -> commit the
+PostgreSQL transaction*. Kafka offsets are never committed: on assignment the worker seeks to the positions
+stored in PostgreSQL, so a crash at any moment re-delivers only records whose transaction did not commit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+import warnings
+from typing import TYPE_CHECKING, Any
+
+import psycopg
+from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
+
+from consumers.batch import BatchOutcome, BatchProcessor, Record
+from consumers.errors import ConsumerError, GenerationChanged, is_retriable
+from projections.tracking import Generation, ensure_active_generation, ensure_position_rows, load_positions
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+    from types import TracebackType
+
+    from projections.base import Projection
+
+log = logging.getLogger(__name__)
+
+
+def group_id(projection: str, prefix: str) -> str:
+    """Consumer group of a projection: its name, under the deployment's topic prefix."""
+    return f"{prefix}agl.projection.{projection}"
+
+
+class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
+    def __init__(self, worker: ProjectionWorker) -> None:
+        self.worker = worker
+
+    async def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
+        # Nothing to flush: a batch in flight commits under its row locks, and the next owner waits for them.
+        return
+
+    async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
+        await self.worker.seek_to_stored(assigned)
+
+
+class ProjectionWorker:
+    """Keeps one projection up to date. ``__init__`` does no I/O; ``start()``, ``run()``, idempotent ``stop()``.
+
+    Args:
+        projection: what to apply.
+        bootstrap: Kafka bootstrap servers.
+        database_url: PostgreSQL URL.
+        topic_prefix: the deployment's topic prefix.
+        generation: write this generation (a rebuild); default: the active one, created if new.
+        use_group: join the projection's consumer group (several instances share the partitions); without it
+            every partition is assigned to this worker (a rebuild).
+        batch_size: records per batch (one transaction each).
+    """
+
+    def __init__(
+        self,
+        projection: Projection,
+        *,
+        bootstrap: str,
+        database_url: str,
+        topic_prefix: str = "",
+        generation: Generation | None = None,
+        use_group: bool = True,
+        batch_size: int = 2000,
+        fetch_timeout_ms: int = 500,
+        session_timeout_ms: int = 10_000,
+        heartbeat_interval_ms: int = 3_000,
+        max_backoff_s: float = 5.0,
+    ) -> None:
+        self.projection = projection
+        self.bootstrap = bootstrap
+        self.database_url = database_url
+        self.topic_prefix = topic_prefix
+        self.use_group = use_group
+        self.batch_size = batch_size
+        self.fetch_timeout_ms = fetch_timeout_ms
+        self.session_timeout_ms = session_timeout_ms
+        self.heartbeat_interval_ms = heartbeat_interval_ms
+        self.max_backoff_s = max_backoff_s
+        self._fixed_generation = generation
+        self.generation: Generation | None = generation
+        self.processor: BatchProcessor | None = None
+        self.consumer: AIOKafkaConsumer | None = None
+        self._conn: psycopg.AsyncConnection[Any] | None = None
+        self._closed = False
+        self._rates: dict[tuple[str, int], float] = {}
+        #: the next offset each partition should deliver (the stored position, as far as this worker knows)
+        self._expected: dict[TopicPartition, int] = {}
+        self._last_seen: dict[tuple[str, int], float] = {}
+        self.applied_total = 0
+        self.redelivered_total = 0
+
+    # -- lifecycle -----------------------------------------------------------------------------------------
+    async def start(self) -> None:
+        assert self.consumer is None, "Did you call start twice?"
+        conn = await self.connection()
+        await self._load_generation(conn)
+        self.consumer = AIOKafkaConsumer(
+            bootstrap_servers=self.bootstrap,
+            group_id=group_id(self.projection.name, self.topic_prefix) if self.use_group else None,
+            enable_auto_commit=False,
+            # Never "latest": Tansu's end offsets are wrong, and a reset racing our seek must land low, not high.
+            auto_offset_reset="earliest",
+            max_poll_records=self.batch_size,
+            fetch_max_bytes=64 * 1024 * 1024,
+            max_partition_fetch_bytes=4 * 1024 * 1024,
+            session_timeout_ms=self.session_timeout_ms,
+            heartbeat_interval_ms=self.heartbeat_interval_ms,
+        )
+        await self.consumer.start()
+        topics = self.projection.topic_names(self.topic_prefix)
+        if self.use_group:
+            self.consumer.subscribe(topics, listener=_Rebalance(self))
+        else:
+            # The consumer's own metadata holds only subscribed topics; ask the cluster for these.
+            cluster = await self.consumer._client.fetch_all_metadata()
+            tps = [TopicPartition(t, p) for t in topics for p in sorted(cluster.partitions_for_topic(t) or ())]
+            if not tps:
+                raise ConsumerError(f"none of {', '.join(topics)} exists; create the topics first (`agl up` does)")
+            self.consumer.assign(tps)
+            await self.seek_to_stored(tps)
+
+    async def stop(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        if self.consumer is not None:
+            await self.consumer.stop()
+        if self._conn is not None:
+            await self._conn.close()
+
+    async def __aenter__(self) -> ProjectionWorker:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.stop()
+
+    def __del__(self) -> None:
+        if self.consumer is not None and not self._closed:
+            warnings.warn(f"unclosed ProjectionWorker {self.projection.name}", ResourceWarning, stacklevel=1)
+
+    # -- state ---------------------------------------------------------------------------------------------
+    async def connection(self) -> psycopg.AsyncConnection[Any]:
+        """The worker's PostgreSQL connection, reopened when the previous one broke."""
+        if self._conn is None or self._conn.closed or self._conn.broken:
+            if self._conn is not None:
+                await self._conn.close()
+            self._conn = await psycopg.AsyncConnection.connect(self.database_url, autocommit=True)
+        return self._conn
+
+    async def _load_generation(self, conn: psycopg.AsyncConnection[Any]) -> None:
+        gen = self._fixed_generation or await ensure_active_generation(conn, self.projection)
+        self.generation = gen
+        self.processor = BatchProcessor(self.projection, gen, check_generation=self._fixed_generation is None)
+
+    async def seek_to_stored(self, tps: Sequence[TopicPartition]) -> None:
+        """Seek each partition to the position PostgreSQL stores for it (0 when none)."""
+        assert self.consumer is not None and self.generation is not None
+        # Its own connection: the rebalance listener runs beside the loop, whose connection may be mid-batch.
+        async with await psycopg.AsyncConnection.connect(self.database_url, autocommit=True) as conn:
+            await ensure_position_rows(conn, self.generation.schema, [(tp.topic, tp.partition) for tp in tps])
+            stored = await load_positions(conn, self.generation.schema)
+        for tp in tps:
+            # Let the assignment's own offset reset finish first, or it could land after our seek.
+            await self.consumer.position(tp)
+            self._expected[tp] = stored.get((tp.topic, tp.partition), 0)
+            self.consumer.seek(tp, self._expected[tp])
+
+    # -- the loop ------------------------------------------------------------------------------------------
+    async def run(self, stop: asyncio.Event) -> None:
+        """Consume until ``stop`` is set; the batch in flight is finished (or rolled back) before returning."""
+        assert self.consumer is not None, "call start() first"
+        while not stop.is_set():
+            batch = await self.consumer.getmany(timeout_ms=self.fetch_timeout_ms, max_records=self.batch_size)
+            records: list[Record] = []
+            for tp, tp_records in batch.items():
+                expected = self._expected.get(tp, 0)
+                if tp_records and tp_records[0].offset < expected:
+                    # An offset reset raced our seek (aiokafka resets on assignment): skip what was applied.
+                    tp_records = [r for r in tp_records if r.offset >= expected]  # noqa: PLW2901
+                    if not tp_records:
+                        self.consumer.seek(tp, expected)
+                records.extend(tp_records)
+            if records:
+                outcome = await self.process(records, stop)
+                if outcome is not None:
+                    self._expected.update({TopicPartition(t, p): o for (t, p), o in outcome.positions.items()})
+
+    async def process(self, records: Sequence[Record], stop: asyncio.Event | None = None) -> BatchOutcome | None:
+        """Apply one batch, retrying retriable failures with backoff; ``None`` if stopped while retrying."""
+        delay = 0.1
+        while True:
+            assert self.processor is not None
+            try:
+                outcome = await self.processor.process(await self.connection(), records, rates=self._rates)
+            except GenerationChanged:
+                await self._switch_generation()
+                return None
+            except Exception as e:
+                if not is_retriable(e):
+                    raise
+                log.warning("%s: batch failed, retrying in %.1fs: %s", self.projection.name, delay, e)
+                if stop is not None and stop.is_set():
+                    return None
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, self.max_backoff_s)
+                continue
+            self._account(outcome)
+            return outcome
+
+    def _account(self, outcome: BatchOutcome) -> None:
+        """Totals, and a smoothed events/s per partition (stored with the next batch's positions)."""
+        now = time.monotonic()
+        self.applied_total += outcome.applied
+        self.redelivered_total += outcome.redelivered
+        for tp, count in outcome.counts.items():
+            last = self._last_seen.get(tp)
+            if last is not None and now > last:
+                self._rates[tp] = 0.7 * self._rates.get(tp, 0.0) + 0.3 * count / (now - last)
+            self._last_seen[tp] = now
+
+    async def _switch_generation(self) -> None:
+        """A rebuild switched readers to a new generation: continue there, from its own positions."""
+        assert self.consumer is not None
+        log.info("%s: generation switched; following the new one", self.projection.name)
+        await self._load_generation(await self.connection())
+        await self.seek_to_stored(list(self.consumer.assignment()))
+
+
+async def run_until_stopped(worker: ProjectionWorker, stop: asyncio.Event) -> None:
+    """Run ``worker`` until ``stop`` is set (by a signal handler), then stop it cleanly."""
+    async with worker:
+        with contextlib.suppress(asyncio.CancelledError):
+            await worker.run(stop)

@@ -1,0 +1,265 @@
+"""The command API: requests in, events on Kafka out, answered 202 with the event ids and a position token.
+
+Every route validates its whole body before publishing anything, so a rejected request (422, 413, 409)
+leaves no event behind. ``position`` in an answer is accepted by read routes as ``?after=``.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections import Counter
+from typing import TYPE_CHECKING, Annotated, Any
+
+from fastapi import APIRouter, Body, Depends, Header, Path, Query, Request
+from fastapi.exceptions import RequestValidationError
+
+from producers.http import one_or_many, one_or_many_openapi
+from producers.idempotency import (
+    confirm_rollouts,
+    ids_for_key,
+    lock_rollouts,
+    next_number,
+    request_hash,
+    reserve_rollouts,
+)
+from producers.models import (
+    ID_PATTERN,
+    Accepted,
+    CancelIn,
+    DocumentAccepted,
+    DocumentIn,
+    ResourcesAccepted,
+    ResourcesIn,
+    RewardIn,
+    RolloutAccepted,
+    RolloutIn,
+    RolloutsAccepted,
+    SpanIn,
+    SpansAccepted,
+)
+from producers.publisher import EventPublisher
+from schemas import (
+    DocumentDeleted,
+    DocumentUpserted,
+    Event,
+    Position,
+    ResourcesPublished,
+    RewardAssigned,
+    RolloutCancelled,
+    RolloutEnqueued,
+    SpanRecorded,
+    to_token,
+)
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from psycopg import AsyncConnection
+    from psycopg_pool import AsyncConnectionPool
+    from pydantic import BaseModel
+
+#: The CloudEvents source of every event the API publishes.
+SOURCE = "/agl/api"
+#: Models whose bodies are parsed by hand (one or many), for the OpenAPI document.
+ONE_OR_MANY_MODELS: list[type[BaseModel]] = [RolloutIn, RewardIn, SpanIn]
+
+router = APIRouter(prefix="/v1", tags=["commands"])
+
+
+def _publisher(request: Request) -> EventPublisher:
+    publisher: EventPublisher = request.app.state.publisher
+    return publisher
+
+
+def _pool(request: Request) -> AsyncConnectionPool[Any]:
+    pool: AsyncConnectionPool[Any] = request.app.state.pool
+    return pool
+
+
+def _envelope(
+    correlation_id: Annotated[str | None, Header(alias="X-Correlation-ID", max_length=200)] = None,
+) -> dict[str, Any]:
+    """Envelope fields of the request's events: where they come from and which request they belong to."""
+    return {"source": SOURCE, "correlation_id": correlation_id}
+
+
+PublisherDep = Annotated[EventPublisher, Depends(_publisher)]
+PoolDep = Annotated["AsyncConnectionPool[Any]", Depends(_pool)]
+EnvelopeDep = Annotated[dict[str, Any], Depends(_envelope)]
+IdPath = Annotated[str, Path(pattern=ID_PATTERN)]
+
+
+def new_id(prefix: str) -> str:
+    """A server-chosen id, as Agent Lightning users know them: ``ro-<hex>``, ``rs-<hex>``, ``doc-<hex>``."""
+    return f"{prefix}-{uuid.uuid4().hex}"
+
+
+def _fields(request: BaseModel, *exclude: str) -> dict[str, Any]:
+    # Attribute by attribute (not model_dump): nested models are handed over as they are, not re-parsed.
+    return {name: getattr(request, name) for name in type(request).model_fields if name not in exclude}
+
+
+def _accepted(events: Sequence[Event], positions: Sequence[Position]) -> dict[str, Any]:
+    return {"event_ids": [e.event_id for e in events], "position": to_token(list(positions))}
+
+
+# -- rollouts ---------------------------------------------------------------------------------------------------
+@router.post(
+    "/rollouts", status_code=202, response_model=RolloutsAccepted, openapi_extra=one_or_many_openapi(RolloutIn)
+)
+async def enqueue_rollouts(
+    request: Request,
+    publisher: PublisherDep,
+    pool: PoolDep,
+    envelope: EnvelopeDep,
+    idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key", min_length=1, max_length=200)] = None,
+) -> RolloutsAccepted:
+    """Enqueue one rollout (a JSON object) or many (an array).
+
+    A retried request returns the same rollouts and publishes nothing new when it carries the same
+    ``Idempotency-Key`` header or the same client-chosen ``rollout_id``s (remembered across API restarts).
+    Reusing either for a different request answers 409.
+    """
+    items = await one_or_many(request, RolloutIn)
+    _reject_repeated_ids(items)
+    async with pool.connection() as conn:
+        ids = [item.rollout_id or new_id("ro") for item in items]
+        if idempotency_key is not None:
+            ids = await ids_for_key(conn, idempotency_key, request_hash(*items), ids)
+        planned = [
+            (RolloutEnqueued(rollout_id=rollout_id, **_fields(item, "rollout_id"), **envelope), _digest(item))
+            for item, rollout_id in zip(items, ids, strict=True)
+        ]
+        await reserve_rollouts(conn, planned)
+        return await _publish_reserved(conn, publisher, ids)
+
+
+def _digest(item: RolloutIn) -> str:
+    # Without the id: a client resending a server-chosen id with the same content is the same request.
+    return request_hash(item.model_copy(update={"rollout_id": None}))
+
+
+def _reject_repeated_ids(items: Sequence[RolloutIn]) -> None:
+    counts = Counter(item.rollout_id for item in items if item.rollout_id is not None)
+    errors = [
+        {"type": "value_error", "loc": ("body", i, "rollout_id"), "msg": "this rollout_id appears twice in the request"}
+        for i, item in enumerate(items)
+        if item.rollout_id is not None and counts[item.rollout_id] > 1
+    ]
+    if errors:
+        raise RequestValidationError(errors)
+
+
+async def _publish_reserved(
+    conn: AsyncConnection[Any], publisher: EventPublisher, ids: Sequence[str]
+) -> RolloutsAccepted:
+    """Publish the reserved rollouts not yet confirmed; answer with all of them (row locks stop twins)."""
+    async with conn.transaction():
+        stored = await lock_rollouts(conn, ids)
+        fresh = [stored[rollout_id].event for rollout_id in ids if stored[rollout_id].position is None]
+        positions = await publisher.publish_many(fresh)
+        confirmed = {e.rollout_id: p for e, p in zip(fresh, positions, strict=True)}
+        await confirm_rollouts(conn, list(confirmed.items()))
+    events = [stored[rollout_id].event for rollout_id in ids]
+    all_positions = [confirmed.get(rollout_id) or stored[rollout_id].position for rollout_id in ids]
+    rollouts = [
+        RolloutAccepted(rollout_id=e.rollout_id, event_id=e.event_id, created=e.rollout_id in confirmed) for e in events
+    ]
+    return RolloutsAccepted(rollouts=rollouts, **_accepted(events, [p for p in all_positions if p is not None]))
+
+
+@router.post("/rollouts/{rollout_id}/cancel", status_code=202, response_model=Accepted)
+async def cancel_rollout(
+    rollout_id: IdPath, publisher: PublisherDep, envelope: EnvelopeDep, body: Annotated[CancelIn | None, Body()] = None
+) -> Accepted:
+    """Ask for a rollout to be cancelled (the body, with a ``reason``, is optional)."""
+    event = RolloutCancelled(rollout_id=rollout_id, reason=body.reason if body else None, **envelope)
+    return Accepted(**_accepted([event], [await publisher.publish(event)]))
+
+
+# -- resources and knowledge ------------------------------------------------------------------------------------
+@router.post("/resources", status_code=202, response_model=ResourcesAccepted)
+async def publish_resources(
+    body: ResourcesIn, publisher: PublisherDep, pool: PoolDep, envelope: EnvelopeDep
+) -> ResourcesAccepted:
+    """Publish a new version of a set of resources; versions count from 1 per ``resources_id``."""
+    resources_id = body.resources_id or new_id("rs")
+    # The counter row stays locked until the event is on the log: versions are published in order.
+    async with pool.connection() as conn, conn.transaction():
+        version = await next_number(conn, "resources", resources_id)
+        event = ResourcesPublished(
+            resources_id=resources_id, resources_version=version, resources=body.resources, **envelope
+        )
+        position = await publisher.publish(event)
+    return ResourcesAccepted(resources_id=resources_id, resources_version=version, **_accepted([event], [position]))
+
+
+@router.post("/knowledge/documents", status_code=202, response_model=DocumentAccepted, tags=["knowledge"])
+async def upsert_document(
+    body: DocumentIn, publisher: PublisherDep, pool: PoolDep, envelope: EnvelopeDep
+) -> DocumentAccepted:
+    """Insert or replace a knowledge document; each upsert gets the next ``document_version``."""
+    document_id = body.document_id or new_id("doc")
+    async with pool.connection() as conn, conn.transaction():
+        version = await next_number(conn, "document", document_id)
+        event = DocumentUpserted(
+            document_id=document_id, document_version=version, **_fields(body, "document_id"), **envelope
+        )
+        position = await publisher.publish(event)
+    return DocumentAccepted(document_id=document_id, document_version=version, **_accepted([event], [position]))
+
+
+@router.delete(
+    "/knowledge/documents/{document_id}", status_code=202, response_model=DocumentAccepted, tags=["knowledge"]
+)
+async def delete_document(
+    document_id: IdPath,
+    collection: Annotated[str, Query(pattern=ID_PATTERN)],
+    publisher: PublisherDep,
+    envelope: EnvelopeDep,
+) -> DocumentAccepted:
+    """Delete a knowledge document from its collection."""
+    event = DocumentDeleted(collection=collection, document_id=document_id, **envelope)
+    return DocumentAccepted(document_id=document_id, **_accepted([event], [await publisher.publish(event)]))
+
+
+# -- rewards and spans ------------------------------------------------------------------------------------------
+@router.post("/rewards", status_code=202, response_model=Accepted, openapi_extra=one_or_many_openapi(RewardIn))
+async def assign_rewards(request: Request, publisher: PublisherDep, envelope: EnvelopeDep) -> Accepted:
+    """Assign one reward (a JSON object) or many (an array)."""
+    events = [RewardAssigned(**_fields(item), **envelope) for item in await one_or_many(request, RewardIn)]
+    return Accepted(**_accepted(events, await publisher.publish_many(events)))
+
+
+@router.post("/spans", status_code=202, response_model=SpansAccepted, openapi_extra=one_or_many_openapi(SpanIn))
+async def record_spans(
+    request: Request, publisher: PublisherDep, pool: PoolDep, envelope: EnvelopeDep
+) -> SpansAccepted:
+    """Record a batch of spans (an array, or one object). Spans without ``sequence_id`` are numbered per rollout."""
+    items = await one_or_many(request, SpanIn)
+    sequence_ids = await _sequence_ids(pool, items)
+    events = [
+        SpanRecorded(sequence_id=seq, **_fields(item, "sequence_id"), **envelope)
+        for item, seq in zip(items, sequence_ids, strict=True)
+    ]
+    return SpansAccepted(sequence_ids=sequence_ids, **_accepted(events, await publisher.publish_many(events)))
+
+
+async def _sequence_ids(pool: AsyncConnectionPool[Any], items: Sequence[SpanIn]) -> list[int]:
+    """The spans' sequence ids: the client's, or the next numbers of each rollout's counter."""
+    missing = Counter(item.rollout_id for item in items if item.sequence_id is None)
+    if not missing:
+        return [item.sequence_id for item in items if item.sequence_id is not None]
+    next_of: dict[str, int] = {}
+    async with pool.connection() as conn, conn.transaction():
+        for rollout_id in sorted(missing):  # a fixed order, so concurrent batches cannot deadlock
+            next_of[rollout_id] = await next_number(conn, "span_sequence", rollout_id, missing[rollout_id])
+            next_of[rollout_id] -= missing[rollout_id] - 1
+    sequence_ids: list[int] = []
+    for item in items:
+        if item.sequence_id is None:
+            sequence_ids.append(next_of[item.rollout_id])
+            next_of[item.rollout_id] += 1
+        else:
+            sequence_ids.append(item.sequence_id)
+    return sequence_ids

@@ -1,0 +1,102 @@
+"""The projection API: what a read model declares, and the records its ``apply`` receives.
+
+A projection is a name, a version, the topics and event types it reads, its migrations, the tables that make up
+its read model, and a pure ``apply(envelopes, conn)``. ``apply`` reads nothing but its arguments and the database
+(no Kafka, no clock, no network), so a replay of the same events gives the same rows. The engine calls it once per
+batch, inside the transaction that also stores the batch's positions, with ``search_path`` set to the projection's
+generation schema: its SQL names tables without a schema.
+
+Batches mix partitions and, for projections that read several topics, topics: ``apply`` may rely on the order of
+events within one partition, never on an order between partitions or topics.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from projections.errors import ProjectionDefinitionError
+
+if TYPE_CHECKING:
+    from psycopg import AsyncConnection
+
+    from projections.migrations import Migration
+    from schemas import Event
+    from schemas.topics import TopicSpec
+
+_NAME = re.compile(r"^[a-z][a-z0-9_]{0,39}$")
+
+
+@dataclass(frozen=True, slots=True)
+class Envelope:
+    """One record as a projection sees it: the decoded event (``None`` for raw projections) and where it sits."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    timestamp_ms: int
+    event: Event | None
+    value: bytes | None = None
+    headers: tuple[tuple[str, bytes], ...] = ()
+
+    def require_event(self) -> Event:
+        assert self.event is not None, "raw projections have no decoded event"
+        return self.event
+
+
+ApplyFn = Callable[[Sequence[Envelope], "AsyncConnection[Any]"], Awaitable[None]]
+
+
+@dataclass(frozen=True)
+class Projection:
+    """A read model the engine keeps up to date.
+
+    Args:
+        name: lower-case identifier; the tables of generation N live in the schema ``<name>_g<N>``.
+        version: bump it when ``apply`` or the migrations change; ``agl projections rebuild`` builds it.
+        topics: the topics it reads (registry specs; the deployment prefix is added by the engine).
+        event_types: the event classes ``apply`` receives; others in those topics are skipped. Empty = all.
+        migrations: DDL run inside the generation schema, with unqualified table names.
+        apply: ``async apply(envelopes, conn)``, pure (see the module docstring).
+        tables: the read model's tables, compared by checksum after a rebuild.
+        per_key_ordering: when an event of a key is dead-lettered, later events of that key are parked behind it.
+        raw: ``apply`` gets undecoded records (``event`` is ``None``) and nothing is dead-lettered for decoding.
+        dedupe: skip events whose ``event_id`` this projection already applied (a re-published event).
+    """
+
+    name: str
+    version: int
+    topics: tuple[TopicSpec, ...]
+    apply: ApplyFn
+    migrations: tuple[Migration, ...] = ()
+    event_types: frozenset[type[Event]] = frozenset()
+    tables: tuple[str, ...] = ()
+    per_key_ordering: bool = False
+    raw: bool = False
+    dedupe: bool = True
+    description: str = ""
+    type_names: frozenset[str] = field(init=False)
+
+    def __post_init__(self) -> None:
+        if not _NAME.match(self.name):
+            raise ProjectionDefinitionError(f"projection name {self.name!r} must match {_NAME.pattern}")
+        if self.version < 1:
+            raise ProjectionDefinitionError(f"projection {self.name}: version must be >= 1")
+        if not self.topics:
+            raise ProjectionDefinitionError(f"projection {self.name} reads no topic")
+        names = frozenset(str(cls.model_fields["type"].default) for cls in self.event_types)
+        object.__setattr__(self, "type_names", names)
+
+    def wants(self, type_name: str) -> bool:
+        """Whether events of ``type_name`` reach ``apply`` (an empty ``event_types`` wants everything)."""
+        return not self.type_names or type_name in self.type_names
+
+    def topic_names(self, prefix: str) -> list[str]:
+        return [t.full_name(prefix) for t in self.topics]
+
+
+def schema_name(projection: str, generation: int) -> str:
+    return f"{projection}_g{generation}"

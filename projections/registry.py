@@ -1,0 +1,66 @@
+"""Where projections are found: the built-in ones, ``register()`` in code, and the ``agl.projections`` entry points.
+
+A package attaches its own read model by declaring, in its ``pyproject.toml``::
+
+    [project.entry-points."agl.projections"]
+    my_model = "my_package.my_module:PROJECTION"
+"""
+
+from __future__ import annotations
+
+import importlib
+from importlib.metadata import entry_points
+
+from projections.base import Projection
+from projections.errors import ProjectionDefinitionError, UnknownProjection
+
+ENTRY_POINT_GROUP = "agl.projections"
+#: Built-in projections, as ``module:object`` references (imported lazily).
+BUILTIN = ("projections.rollouts:PROJECTION", "projections.archive:PROJECTION")
+
+_registered: dict[str, Projection] = {}
+
+
+def register(projection: Projection) -> Projection:
+    """Make ``projection`` known by name (the last registration of a name wins)."""
+    _registered[projection.name] = projection
+    return projection
+
+
+def load_object(reference: str) -> Projection:
+    """Import ``module:object`` and check it is a :class:`Projection`."""
+    module_name, _, attribute = reference.partition(":")
+    if not module_name or not attribute:
+        raise ProjectionDefinitionError(f"{reference!r} is not module:object")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as e:
+        raise ProjectionDefinitionError(f"cannot import {module_name}: {e}") from e
+    obj = getattr(module, attribute, None)
+    if not isinstance(obj, Projection):
+        raise ProjectionDefinitionError(f"{reference} is {type(obj).__name__}, not a Projection")
+    return obj
+
+
+def all_projections() -> dict[str, Projection]:
+    """Built-ins, then entry points, then those registered in code."""
+    found: dict[str, Projection] = {}
+    for reference in BUILTIN:
+        projection = load_object(reference)
+        found[projection.name] = projection
+    for entry in entry_points(group=ENTRY_POINT_GROUP):
+        projection = load_object(entry.value)
+        found[projection.name] = projection
+    found.update(_registered)
+    return found
+
+
+def get(name_or_reference: str) -> Projection:
+    """A projection by name, or by ``module:object``."""
+    if ":" in name_or_reference:
+        return load_object(name_or_reference)
+    projection = all_projections().get(name_or_reference)
+    if projection is None:
+        known = ", ".join(sorted(all_projections())) or "none"
+        raise UnknownProjection(f"no projection named {name_or_reference!r} (known: {known})")
+    return projection

@@ -1,0 +1,318 @@
+"""The rollouts read model: each rollout with its attempts and a status derived from rollout and attempt events.
+
+Statuses follow Agent Lightning (queuing, preparing, running, succeeded, failed, cancelled, requeuing), with its
+known defects fixed:
+
+- Terminal states are final. The status is derived from the accumulated facts, and the first terminal moment
+  (by the events' recorded ``occurred_at``) wins: a cancel after a success changes nothing, a late attempt on a
+  succeeded rollout changes nothing.
+- An attempt ends once: its first ``AttemptFinished`` counts, later ones (late results of a timed-out or requeued
+  attempt) are ignored, and a heartbeat does not revive an ended attempt.
+- Only the newest attempt decides a non-terminal status. A failed, timed-out or unresponsive attempt allows a
+  retry when its status is in ``retry_condition`` and its ``sequence_id < max_attempts``: the rollout is then
+  ``requeuing`` until a ``RolloutRequeued`` for that attempt puts it back to ``queuing``.
+
+Rollout events and attempt events travel on different topics, so either may arrive first: every fact is stored
+as it comes (attempts before their enqueue create a placeholder rollout) and the status is recomputed from all
+facts, so the final rows do not depend on the order between topics.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, fields
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+import orjson
+from psycopg.rows import class_row
+
+from projections.base import Envelope, Projection
+from projections.migrations import load_package_migrations
+from schemas import (
+    AttemptFinished,
+    AttemptHeartbeat,
+    AttemptStarted,
+    Event,
+    RolloutCancelled,
+    RolloutConfig,
+    RolloutEnqueued,
+    RolloutRequeued,
+)
+from schemas.topics import ATTEMPTS, ROLLOUTS
+
+if TYPE_CHECKING:
+    from psycopg import AsyncConnection
+
+RolloutEvent = (
+    RolloutEnqueued | RolloutCancelled | RolloutRequeued | AttemptStarted | AttemptHeartbeat | AttemptFinished
+)
+ENDED = frozenset({"succeeded", "failed", "timeout", "unresponsive", "cancelled"})
+RETRYABLE = frozenset({"failed", "timeout", "unresponsive"})
+
+
+@dataclass
+class RolloutRow:
+    rollout_id: str
+    status: str = "queuing"
+    enqueued: bool = False
+    input: Any = None
+    mode: str | None = None
+    resources_id: str | None = None
+    config: Any = None
+    metadata: Any = None
+    priority: int = 0
+    enqueued_at: datetime | None = None
+    cancelled_at: datetime | None = None
+    requeued_after: str | None = None
+    start_time: datetime | None = None
+    end_time: datetime | None = None
+    attempt_count: int = 0
+    latest_attempt_id: str | None = None
+
+
+@dataclass
+class AttemptRow:
+    attempt_id: str
+    rollout_id: str
+    sequence_id: int | None = None
+    worker_id: str | None = None
+    status: str = "preparing"
+    start_time: datetime | None = None
+    end_time: datetime | None = None
+    last_heartbeat_time: datetime | None = None
+    error: Any = None
+    metadata: Any = None
+
+
+@dataclass
+class State:
+    """The rows a batch touches, loaded before the fold and written back after it."""
+
+    rollouts: dict[str, RolloutRow]
+    attempts: dict[str, AttemptRow]
+
+
+# -- the fold (pure) ----------------------------------------------------------------------------------------
+def fold(state: State, event: RolloutEvent) -> None:
+    """Record one event's facts in ``state``; statuses are derived afterwards by :func:`derive`."""
+    row = state.rollouts.setdefault(event.rollout_id, RolloutRow(event.rollout_id))
+    if isinstance(event, RolloutEnqueued):
+        if not row.enqueued:  # creation is idempotent: the first enqueue of an id wins
+            row.enqueued, row.input, row.mode = True, event.input, event.mode
+            row.resources_id, row.priority, row.enqueued_at = event.resources_id, event.priority, event.occurred_at
+            row.config, row.metadata = event.config.model_dump(mode="json"), event.metadata
+    elif isinstance(event, RolloutCancelled):
+        row.cancelled_at = _earliest(row.cancelled_at, event.occurred_at)
+    elif isinstance(event, RolloutRequeued):
+        row.requeued_after = event.after_attempt_id
+    else:
+        _fold_attempt(state, event)
+
+
+def _fold_attempt(state: State, event: AttemptStarted | AttemptHeartbeat | AttemptFinished) -> None:
+    attempt = state.attempts.setdefault(event.attempt_id, AttemptRow(event.attempt_id, event.rollout_id))
+    if isinstance(event, AttemptStarted):
+        attempt.sequence_id, attempt.metadata = event.sequence_id, event.metadata
+        attempt.worker_id = event.worker_id or attempt.worker_id
+        attempt.start_time = _earliest(attempt.start_time, event.occurred_at)
+    elif isinstance(event, AttemptHeartbeat):
+        attempt.last_heartbeat_time = _latest(attempt.last_heartbeat_time, event.occurred_at)
+        attempt.worker_id = attempt.worker_id or event.worker_id
+        if attempt.status == "preparing":
+            attempt.status = "running"
+    elif attempt.status not in ENDED:  # an attempt ends once: late results are ignored
+        attempt.status, attempt.end_time = event.status, event.occurred_at
+        attempt.error = None if event.error is None else event.error.model_dump(mode="json")
+
+
+def _earliest(a: datetime | None, b: datetime) -> datetime:
+    return b if a is None or b < a else a
+
+
+def _latest(a: datetime | None, b: datetime) -> datetime:
+    return b if a is None or b > a else a
+
+
+def _retry_allowed(attempt: AttemptRow, config: RolloutConfig) -> bool:
+    return (
+        attempt.status in config.retry_condition
+        and attempt.sequence_id is not None
+        and attempt.sequence_id < config.max_attempts
+    )
+
+
+def _terminal(row: RolloutRow, attempts: list[AttemptRow], config: RolloutConfig) -> tuple[str, datetime] | None:
+    """The first terminal moment: a cancel, or the first attempt whose end leaves no retry."""
+    candidates: list[tuple[datetime, str]] = []
+    if row.cancelled_at is not None:
+        candidates.append((row.cancelled_at, "cancelled"))
+    for attempt in attempts:
+        if attempt.status not in ENDED or attempt.end_time is None:
+            break
+        if attempt.status in ("succeeded", "cancelled"):
+            candidates.append((attempt.end_time, attempt.status))
+            break
+        if not _retry_allowed(attempt, config):
+            candidates.append((attempt.end_time, "failed"))
+            break
+    if not candidates:
+        return None
+    when, status = min(candidates)
+    return status, when
+
+
+def derive(row: RolloutRow, attempts: list[AttemptRow]) -> None:
+    """Set the rollout's status and summary fields from its facts (``attempts`` of this rollout only)."""
+    ordered = sorted((a for a in attempts if a.sequence_id is not None), key=lambda a: a.sequence_id or 0)
+    config = RolloutConfig.model_validate(row.config) if row.config else RolloutConfig()
+    row.attempt_count = len(ordered)
+    row.latest_attempt_id = ordered[-1].attempt_id if ordered else None
+    starts = [a.start_time for a in ordered if a.start_time is not None]
+    row.start_time = min(starts) if starts else None
+    terminal = _terminal(row, ordered, config)
+    if terminal is not None:
+        row.status, row.end_time = terminal
+        return
+    row.end_time = None
+    if not ordered:
+        row.status = "queuing"
+        return
+    newest = ordered[-1]
+    if newest.status in ("preparing", "running"):
+        row.status = newest.status
+    else:  # ended with a retry allowed (anything else is terminal)
+        row.status = "queuing" if row.requeued_after == newest.attempt_id else "requeuing"
+
+
+def fold_all(state: State, events: Sequence[RolloutEvent]) -> set[str]:
+    """Fold ``events`` in order and derive the statuses of the rollouts they touch; return those ids."""
+    touched: set[str] = set()
+    for event in events:
+        fold(state, event)
+        touched.add(event.rollout_id)
+    by_rollout: dict[str, list[AttemptRow]] = {}
+    for attempt in state.attempts.values():
+        by_rollout.setdefault(attempt.rollout_id, []).append(attempt)
+    for rollout_id in touched:
+        derive(state.rollouts[rollout_id], by_rollout.get(rollout_id, []))
+    return touched
+
+
+def _rollout_event(event: Event) -> RolloutEvent:
+    assert isinstance(event, RolloutEvent), f"{event.type} is not read by the rollouts projection"
+    return event
+
+
+# -- apply: load, fold, save ----------------------------------------------------------------------------------
+_ROLLOUT_COLS = [f.name for f in fields(RolloutRow)]
+_ATTEMPT_COLS = [f.name for f in fields(AttemptRow)]
+_JSON_COLS = {"input", "config", "metadata", "error"}
+
+
+def _row_values(row: RolloutRow | AttemptRow, cols: list[str]) -> tuple[Any, ...]:
+    # JSON columns go to COPY as JSON text; orjson keeps this off the profile.
+    return tuple(
+        orjson.dumps(v).decode() if c in _JSON_COLS and v is not None else v
+        for c, v in ((c, getattr(row, c)) for c in cols)
+    )
+
+
+async def _upsert(conn: AsyncConnection[Any], table: str, cols: list[str], rows: list[tuple[Any, ...]]) -> None:
+    """COPY into a per-connection staging table, then one INSERT ... ON CONFLICT: much faster than row by row."""
+    if not rows:
+        return
+    stage = f"{table}_stage"
+    await conn.execute(f"CREATE TEMP TABLE IF NOT EXISTS {stage} (LIKE {table}) ON COMMIT DELETE ROWS")
+    # Another apply in the same transaction (a split batch) may have left rows there.
+    await conn.execute(f"TRUNCATE {stage}")
+    async with conn.cursor() as cur, cur.copy(f"COPY {stage} ({', '.join(cols)}) FROM STDIN") as copy:
+        for row in rows:
+            await copy.write_row(row)
+    updates = ", ".join(f"{c} = EXCLUDED.{c}" for c in cols[1:])
+    await conn.execute(
+        f"INSERT INTO {table} ({', '.join(cols)}) SELECT {', '.join(cols)} FROM {stage} "  # noqa: S608
+        f"ON CONFLICT ({cols[0]}) DO UPDATE SET {updates}"
+    )
+
+
+async def load_state(conn: AsyncConnection[Any], rollout_ids: list[str]) -> State:
+    async with conn.cursor(row_factory=class_row(RolloutRow)) as cur:
+        await cur.execute(
+            f"SELECT {', '.join(_ROLLOUT_COLS)} FROM rollouts WHERE rollout_id = ANY(%s)",  # noqa: S608
+            (rollout_ids,),
+        )
+        rollouts = {r.rollout_id: r for r in await cur.fetchall()}
+    async with conn.cursor(row_factory=class_row(AttemptRow)) as cur:
+        await cur.execute(
+            f"SELECT {', '.join(_ATTEMPT_COLS)} FROM attempts WHERE rollout_id = ANY(%s)",  # noqa: S608
+            (rollout_ids,),
+        )
+        attempts = {a.attempt_id: a for a in await cur.fetchall()}
+    return State(rollouts, attempts)
+
+
+async def apply(envelopes: Sequence[Envelope], conn: AsyncConnection[Any]) -> None:
+    """Load the touched rollouts, fold the batch into them, write them back (one statement per table)."""
+    events = [_rollout_event(e.require_event()) for e in envelopes]
+    state = await load_state(conn, sorted({e.rollout_id for e in events}))
+    touched = fold_all(state, events)
+    touched_attempts = {
+        e.attempt_id for e in events if isinstance(e, AttemptStarted | AttemptHeartbeat | AttemptFinished)
+    }
+    rollout_rows = [_row_values(state.rollouts[i], _ROLLOUT_COLS) for i in sorted(touched)]
+    await _upsert(conn, "rollouts", _ROLLOUT_COLS, rollout_rows)
+    attempt_rows = [_row_values(state.attempts[i], _ATTEMPT_COLS) for i in sorted(touched_attempts)]
+    await _upsert(conn, "attempts", _ATTEMPT_COLS, attempt_rows)
+
+
+# -- read queries (run with search_path at the active generation) --------------------------------------------------
+async def list_rollouts(
+    conn: AsyncConnection[Any],
+    *,
+    status: Sequence[str] = (),
+    mode: str | None = None,
+    rollout_ids: Sequence[str] = (),
+    limit: int = 50,
+    offset: int = 0,
+) -> tuple[list[RolloutRow], int]:
+    """Rollouts matching every given filter, oldest enqueue first, and the total count of matches."""
+    where = (
+        "(cardinality(%(status)s::text[]) = 0 OR status = ANY(%(status)s)) "
+        "AND (%(mode)s::text IS NULL OR mode = %(mode)s) "
+        "AND (cardinality(%(ids)s::text[]) = 0 OR rollout_id = ANY(%(ids)s))"
+    )
+    params = {"status": list(status), "mode": mode, "ids": list(rollout_ids), "limit": limit, "offset": offset}
+    cur = await conn.execute(f"SELECT count(*) FROM rollouts WHERE {where}", params)  # noqa: S608
+    total_row = await cur.fetchone()
+    async with conn.cursor(row_factory=class_row(RolloutRow)) as rows:
+        await rows.execute(
+            f"SELECT {', '.join(_ROLLOUT_COLS)} FROM rollouts WHERE {where} "  # noqa: S608
+            "ORDER BY enqueued_at NULLS LAST, rollout_id LIMIT %(limit)s OFFSET %(offset)s",
+            params,
+        )
+        return await rows.fetchall(), int(total_row[0]) if total_row else 0
+
+
+async def get_rollout(conn: AsyncConnection[Any], rollout_id: str) -> tuple[RolloutRow, list[AttemptRow]] | None:
+    """One rollout and its attempts in sequence order, or ``None``."""
+    state = await load_state(conn, [rollout_id])
+    row = state.rollouts.get(rollout_id)
+    if row is None:
+        return None
+    return row, sorted(state.attempts.values(), key=lambda a: (a.sequence_id is None, a.sequence_id or 0))
+
+
+PROJECTION = Projection(
+    name="rollouts",
+    version=1,
+    topics=(ROLLOUTS, ATTEMPTS),
+    event_types=frozenset(
+        {RolloutEnqueued, RolloutCancelled, RolloutRequeued, AttemptStarted, AttemptHeartbeat, AttemptFinished}
+    ),
+    migrations=tuple(load_package_migrations("projections", "sql/rollouts")),
+    apply=apply,
+    tables=("rollouts", "attempts"),
+    per_key_ordering=True,
+    description="rollouts and their attempts, with a derived status (GET /v1/rollouts)",
+)

@@ -1,0 +1,115 @@
+"""``GET /v1/rollouts`` and ``GET /v1/rollouts/{rollout_id}``: the rollouts read model."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, HTTPException, Query, Request
+from pydantic import BaseModel
+
+from projections.reading import reading, wait_for_token
+from projections.rollouts import PROJECTION, AttemptRow, RolloutRow, get_rollout, list_rollouts
+
+router = APIRouter(prefix="/v1/rollouts", tags=["rollouts"])
+
+#: How long a read may wait for ``?after=`` at most, whatever ``wait_ms`` asks.
+MAX_WAIT_MS = 30_000
+
+
+class AttemptOut(BaseModel):
+    attempt_id: str
+    sequence_id: int | None
+    worker_id: str | None
+    status: str
+    start_time: datetime | None
+    end_time: datetime | None
+    last_heartbeat_time: datetime | None
+    error: Any = None
+    metadata: Any = None
+
+
+class RolloutOut(BaseModel):
+    rollout_id: str
+    status: str
+    enqueued: bool
+    input: Any = None
+    mode: str | None
+    resources_id: str | None
+    config: Any = None
+    metadata: Any = None
+    priority: int
+    enqueued_at: datetime | None
+    cancelled_at: datetime | None
+    start_time: datetime | None
+    end_time: datetime | None
+    attempt_count: int
+    latest_attempt_id: str | None
+
+
+class RolloutDetail(RolloutOut):
+    attempts: list[AttemptOut]
+
+
+class RolloutPage(BaseModel):
+    items: list[RolloutOut]
+    total: int
+    limit: int
+    offset: int
+
+
+def _out(row: RolloutRow) -> RolloutOut:
+    data = {k: v for k, v in vars(row).items() if k in RolloutOut.model_fields}
+    return RolloutOut(**data)
+
+
+def _attempt(row: AttemptRow) -> AttemptOut:
+    return AttemptOut(**{k: v for k, v in vars(row).items() if k in AttemptOut.model_fields})
+
+
+async def _wait(request: Request, conn: Any, after: str | None, wait_ms: int) -> None:
+    if after:
+        prefix: str = request.app.state.settings.topic_prefix
+        timeout = min(wait_ms, MAX_WAIT_MS) / 1000
+        await wait_for_token(conn, PROJECTION, after, topic_prefix=prefix, timeout_s=timeout)
+
+
+AfterQuery = Annotated[str | None, Query(description="a position token from the command API: wait until applied")]
+WaitQuery = Annotated[int, Query(ge=0, le=MAX_WAIT_MS, description="how long to wait for ?after=, in ms")]
+
+
+@router.get("", response_model=RolloutPage)
+async def list_route(
+    request: Request,
+    *,
+    status: Annotated[list[str], Query()] = [],  # noqa: B006 - FastAPI copies query defaults
+    mode: str | None = None,
+    rollout_id: Annotated[list[str], Query()] = [],  # noqa: B006
+    limit: Annotated[int, Query(ge=1, le=1000)] = 50,
+    offset: Annotated[int, Query(ge=0)] = 0,
+    after: AfterQuery = None,
+    wait_ms: WaitQuery = 5000,
+) -> RolloutPage:
+    """Rollouts filtered by status (repeatable), mode and ids, oldest first, with the total number of matches."""
+    async with request.app.state.pool.connection() as conn:
+        await _wait(request, conn, after, wait_ms)
+        async with reading(conn, PROJECTION):
+            rows, total = await list_rollouts(
+                conn, status=status, mode=mode, rollout_ids=rollout_id, limit=limit, offset=offset
+            )
+    return RolloutPage(items=[_out(r) for r in rows], total=total, limit=limit, offset=offset)
+
+
+@router.get("/{rollout_id}", response_model=RolloutDetail)
+async def get_route(
+    request: Request, rollout_id: str, *, after: AfterQuery = None, wait_ms: WaitQuery = 5000
+) -> RolloutDetail:
+    """One rollout with its attempts."""
+    async with request.app.state.pool.connection() as conn:
+        await _wait(request, conn, after, wait_ms)
+        async with reading(conn, PROJECTION):
+            found = await get_rollout(conn, rollout_id)
+    if found is None:
+        raise HTTPException(404, f"no rollout {rollout_id!r}")
+    row, attempts = found
+    return RolloutDetail(**_out(row).model_dump(), attempts=[_attempt(a) for a in attempts])

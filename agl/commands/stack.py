@@ -84,6 +84,8 @@ async def _up(stack: Any) -> int:
     except asyncio.CancelledError:
         print("agl up: interrupted while starting; stopped", file=sys.stderr)
         return 130
+    if stack.restored is not None:
+        print(f"agl up: the broker's log was reset; {stack.restored.describe()}")
     print(f"agl up: ready in {time.monotonic() - t0:.1f}s (data in {stack.data_dir})")
     print(f"  broker    {stack.broker_info.kind:<9} {stack.broker_info.bootstrap}")
     print(f"  postgres            {stack.database_url}")

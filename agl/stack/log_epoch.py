@@ -18,6 +18,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from psycopg.types.json import Jsonb
 
 from agl.errors import LogResetError
+from consumers.restore import start_over
 
 if TYPE_CHECKING:
     from psycopg import AsyncConnection
@@ -53,18 +54,23 @@ async def read_log_epoch(bootstrap: str, topic: str) -> str | None:
         await consumer.stop()
 
 
+async def write_log_epoch(bootstrap: str, topic: str, epoch: str) -> None:
+    """Append an epoch marker (only the first one in the topic counts)."""
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
+    await producer.start()
+    try:
+        body = {"log_epoch": epoch, "created_at": datetime.now(UTC).isoformat()}
+        await producer.send_and_wait(topic, orjson.dumps(body), key=_EPOCH_KEY, partition=0)
+    finally:
+        await producer.stop()
+
+
 async def ensure_log_epoch(bootstrap: str, topic: str) -> str:
     """Return the log's epoch, writing a new one first if the log has none."""
     epoch = await read_log_epoch(bootstrap, topic)
     if epoch is not None:
         return epoch
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
-    await producer.start()
-    try:
-        body = {"log_epoch": str(uuid.uuid4()), "created_at": datetime.now(UTC).isoformat()}
-        await producer.send_and_wait(topic, orjson.dumps(body), key=_EPOCH_KEY, partition=0)
-    finally:
-        await producer.stop()
+    await write_log_epoch(bootstrap, topic, str(uuid.uuid4()))
     # Read back rather than trust our own write: a concurrent starter may have written first.
     epoch = await read_log_epoch(bootstrap, topic)
     assert epoch is not None, f"{topic} is empty right after a write"
@@ -96,7 +102,8 @@ async def reconcile_log_epoch(
                     "or stall. Start the read models over with `agl up --accept-log-reset`, or use the durable "
                     "Apache Kafka broker (`agl up --broker kafka`)"
                 )
-            await conn.execute("DELETE FROM projection_offsets")
+            # Positions without their rows would be as wrong as rows without positions: drop both.
+            await start_over(conn)
         await conn.execute(
             "INSERT INTO stack_state (key, value) VALUES ('log_epoch', %s) "
             "ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value, updated_at = now()",

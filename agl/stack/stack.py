@@ -23,9 +23,10 @@ import psycopg
 from agl.errors import ConfigError, StackError
 from agl.stack._process import ManagedProcess, require_free_port
 from agl.stack.brokers import ApacheKafka, BrokerInfo, Tansu, java_available
-from agl.stack.log_epoch import EpochOutcome, ensure_log_epoch, reconcile_log_epoch
+from agl.stack.log_epoch import EpochOutcome, ensure_log_epoch, read_log_epoch, reconcile_log_epoch, write_log_epoch
 from agl.stack.postgres import EmbeddedPostgres
 from agl.stack.state import StackLock, StackState, clear_state, ensure_data_dir, write_state
+from consumers.restore import RestoreReport, restore_from_archive
 from producers.admin import ensure_topics
 from projections.migrations import migrate_core
 from schemas.topics import INTERNAL_TOPICS, META, TOPICS
@@ -95,6 +96,7 @@ class Stack:
         self.database_url: str | None = None
         self.api_url: str | None = None
         self.epoch_outcome: EpochOutcome | None = None
+        self.restored: RestoreReport | None = None
 
     # -- start -------------------------------------------------------------------------------------------
     async def start(self) -> None:
@@ -163,8 +165,16 @@ class Stack:
     async def _prepare_data(self, bootstrap: str, database_url: str) -> None:
         async with await psycopg.AsyncConnection.connect(database_url, autocommit=True) as conn:
             await migrate_core(conn)
-            await ensure_topics(bootstrap, (*TOPICS, *INTERNAL_TOPICS), prefix=self.settings.topic_prefix)
-            epoch = await ensure_log_epoch(bootstrap, META.full_name(self.settings.topic_prefix))
+            prefix = self.settings.topic_prefix
+            await ensure_topics(bootstrap, (*TOPICS, *INTERNAL_TOPICS), prefix=prefix)
+            meta_topic = META.full_name(prefix)
+            if await read_log_epoch(bootstrap, meta_topic) is None:
+                # A log with no epoch is new, or was reset (Tansu forgets everything): restore it if we can.
+                event_topics = [t.full_name(prefix) for t in TOPICS if t is not META]
+                self.restored = await restore_from_archive(conn, bootstrap, event_topics)
+                if self.restored is not None:
+                    await write_log_epoch(bootstrap, meta_topic, self.restored.epoch)
+            epoch = await ensure_log_epoch(bootstrap, meta_topic)
             self.epoch_outcome = await reconcile_log_epoch(conn, epoch, accept_reset=self.accept_log_reset)
 
     def child_env(self) -> dict[str, str]:

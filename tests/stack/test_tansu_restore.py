@@ -22,7 +22,9 @@ def enqueue(api: str, rollout_ids: list[str]) -> str:
 
 
 def listed(api: str, after: str | None = None) -> list[str]:
-    params = {"limit": 1000, **({"after": after, "wait_ms": 20_000} if after else {})}
+    params: dict[str, str | int] = {"limit": 1000}
+    if after:
+        params.update(after=after, wait_ms=20_000)
     answer = httpx.get(f"{api}/v1/rollouts", params=params, timeout=30)
     assert answer.status_code == 200, answer.text
     return sorted(item["rollout_id"] for item in answer.json()["items"])

@@ -27,11 +27,10 @@ def register(subparsers: Any) -> None:
 
 def _database_url() -> str:
     from agl.config import Settings
-    from agl.errors import ConfigError
+    from agl.stack.state import with_running_stack
 
-    url = Settings().database_url
-    if not url:
-        raise ConfigError("needs AGL_DATABASE_URL (the address `agl up` prints)")
+    url = with_running_stack(Settings(), need=("database_url",)).database_url
+    assert url is not None
     return url
 
 

@@ -41,12 +41,9 @@ def register(subparsers: Any) -> None:
 
 def _settings() -> Settings:
     from agl.config import Settings
-    from agl.errors import ConfigError
+    from agl.stack.state import with_running_stack
 
-    settings = Settings()
-    if not settings.kafka_bootstrap or not settings.database_url:
-        raise ConfigError("needs AGL_KAFKA_BOOTSTRAP and AGL_DATABASE_URL (the addresses `agl up` prints)")
-    return settings
+    return with_running_stack(Settings())
 
 
 def cmd_list(_: argparse.Namespace) -> int:

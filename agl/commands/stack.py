@@ -150,7 +150,27 @@ async def _status(settings: Settings) -> int:
         print(f"stack     up    supervisor pid {state.pid}, started {state.started_at}, data in {settings.data_dir}")
     for name, where, problem in rows:
         print(f"{name:<9} {'up' if problem is None else 'down':<5} {where}" + (f"  ({problem})" if problem else ""))
-    return 0 if all(problem is None for _, _, problem in rows) else 1
+    healthy = all(problem is None for _, _, problem in rows)
+    if healthy and bootstrap and database_url:
+        healthy = await _print_projections(bootstrap, database_url)
+    return 0 if healthy else 1
+
+
+async def _print_projections(bootstrap: str, database_url: str) -> bool:
+    """One line per projection with its lag; False when one is stalled."""
+    import psycopg
+
+    from consumers.status import gather_status
+
+    async with await psycopg.AsyncConnection.connect(database_url, autocommit=True) as conn:
+        statuses = await gather_status(conn, bootstrap)
+    for s in statuses:
+        state = "stalled" if s.stalled else "up"
+        print(
+            f"{'projection':<9} {state:<5} {s.name} g{s.generation} ({s.state}): lag {s.lag} events"
+            f" / {s.lag_seconds:.1f}s, {s.events_per_s:.0f} events/s, {s.dead_letters} dead letters"
+        )
+    return not any(s.stalled for s in statuses)
 
 
 # -- smoke --------------------------------------------------------------------------------------------------

@@ -26,14 +26,11 @@ def register(subparsers: Any) -> None:
 
 def bootstrap_of(settings: Settings) -> str:
     """AGL_KAFKA_BOOTSTRAP, else the broker of the stack running on the data directory."""
-    if settings.kafka_bootstrap:
-        return settings.kafka_bootstrap
-    from agl.stack.state import read_state
+    from agl.stack.state import with_running_stack
 
-    state = read_state(settings.data_dir)
-    if state is None:
-        raise ConfigError("no broker: set AGL_KAFKA_BOOTSTRAP, or start the stack with `agl up`")
-    return state.bootstrap
+    bootstrap = with_running_stack(settings, need=("kafka_bootstrap",)).kafka_bootstrap
+    assert bootstrap is not None
+    return bootstrap
 
 
 def cmd_create(_: argparse.Namespace) -> int:

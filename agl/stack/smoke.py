@@ -13,7 +13,7 @@ from pgvector.psycopg import register_vector_async
 
 from agl.errors import StackError
 from agl.stack.probes import http_up
-from agl.stack.state import StackLock, read_state
+from agl.stack.state import StackLock, read_state, with_running_stack
 from schemas.topics import SMOKE
 
 if TYPE_CHECKING:
@@ -62,10 +62,9 @@ async def vector_round_trip(database_url: str) -> list[float]:
 
 async def smoke(settings: Settings) -> str:
     state = read_state(settings.data_dir) if StackLock(settings.data_dir).held_by_someone() else None
-    bootstrap = settings.kafka_bootstrap or (state.bootstrap if state else None)
-    database_url = settings.database_url or (state.database_url if state else None)
-    if not bootstrap or not database_url:
-        raise StackError(f"no stack runs on {settings.data_dir}; start one with `agl up`")
+    resolved = with_running_stack(settings)
+    bootstrap, database_url = resolved.kafka_bootstrap, resolved.database_url
+    assert bootstrap is not None and database_url is not None
     seconds = await kafka_round_trip(bootstrap, SMOKE.full_name(settings.topic_prefix))
     vector = await vector_round_trip(database_url)
     parts = [f"kafka round trip {seconds * 1000:.0f} ms", f"vector {vector} read back"]

@@ -8,9 +8,12 @@ import json
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
-from agl.errors import AlreadyRunningError, DataDirError
+from agl.errors import AlreadyRunningError, ConfigError, DataDirError
+
+if TYPE_CHECKING:
+    from agl.config import Settings
 
 LOCK_FILE = "agl.lock"
 STATE_FILE = "stack.json"
@@ -108,3 +111,26 @@ class StackLock:
                 return False
         except OSError:
             return False
+
+
+def with_running_stack(settings: Settings, *, need: tuple[str, ...] = ("kafka_bootstrap", "database_url")) -> Settings:
+    """``settings`` with the broker and database of the stack running on its data directory filled in.
+
+    Explicit ``AGL_KAFKA_BOOTSTRAP`` / ``AGL_DATABASE_URL`` win; so a second terminal needs no settings to talk to
+    the stack `agl up` started. Raises ConfigError naming what is missing when nothing provides it.
+    """
+    state = read_state(settings.data_dir) if StackLock(settings.data_dir).held_by_someone() else None
+    updates: dict[str, str] = {}
+    if state is not None:
+        if not settings.kafka_bootstrap:
+            updates["kafka_bootstrap"] = state.bootstrap
+        if not settings.database_url:
+            updates["database_url"] = state.database_url
+    resolved = settings.model_copy(update=updates)
+    missing = [f"AGL_{name.upper()}" for name in need if not getattr(resolved, name)]
+    if missing:
+        raise ConfigError(
+            f"no stack runs on {settings.data_dir} and {' and '.join(missing)} {'is' if len(missing) == 1 else 'are'}"
+            " not set; start one with `agl up` or set them"
+        )
+    return resolved

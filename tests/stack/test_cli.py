@@ -93,8 +93,12 @@ def test_up_status_twin_and_sigint_leave_nothing_behind(tmp_path):
     assert len(pids) == 5, "broker, postgres, api and the rollouts and archive projections run as children"
     status = agl(env, "status")
     assert status.returncode == 0, status.stdout + status.stderr
-    for component in ("broker", "postgres", "api"):
+    for component in ("broker", "postgres", "api", "projection"):
         assert any(line.startswith(component) and " up " in line for line in status.stdout.splitlines()), status.stdout
+    assert "rollouts g1 (active): lag 0 events" in status.stdout, status.stdout
+    # A second terminal needs no settings: the CLI finds the running stack on the data directory.
+    projections = agl(env, "projections", "status")
+    assert projections.returncode == 0 and "rollouts v1 g1 (active)" in projections.stdout, projections.stderr
     twin = agl(env, "up")
     assert twin.returncode == 0
     assert "already runs" in twin.stdout

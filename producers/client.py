@@ -92,6 +92,30 @@ def _outcome(call: _Call[T], response: httpx.Response) -> T | None:
 _ROLLOUTS = TypeAdapter(list[RolloutIn])
 
 
+def _rollout_in(
+    input: Any,
+    *,
+    rollout_id: str | None,
+    mode: RolloutMode | None,
+    resources_id: str | None,
+    config: RolloutConfig | None,
+    metadata: Mapping[str, Any] | None,
+    priority: int,
+    required_capabilities: Sequence[str],
+) -> RolloutIn:
+    """The one-rollout request both clients send (their keyword arguments, validated)."""
+    return RolloutIn(
+        input=input,
+        rollout_id=rollout_id,
+        mode=mode,
+        resources_id=resources_id,
+        config=config or RolloutConfig(),
+        metadata=dict(metadata or {}),
+        priority=priority,
+        required_capabilities=tuple(required_capabilities),
+    )
+
+
 def _enqueue(rollouts: Sequence[RolloutIn], idempotency_key: str | None) -> _Call[RolloutsAccepted]:
     key = idempotency_key or f"sdk-{uuid.uuid4().hex}"
     return _Call("POST", "/v1/rollouts", RolloutsAccepted, list(rollouts), {"Idempotency-Key": key})
@@ -188,16 +212,7 @@ class AsyncClient(_Base):
         required_capabilities: Sequence[str] = (),
     ) -> RolloutsAccepted:
         """Enqueue one rollout. A ``rollout_id`` of your own makes the call safe to repeat (no twin, ever)."""
-        rollout = RolloutIn(
-            input=input,
-            rollout_id=rollout_id,
-            mode=mode,
-            resources_id=resources_id,
-            config=config or RolloutConfig(),
-            metadata=dict(metadata or {}),
-            priority=priority,
-            required_capabilities=tuple(required_capabilities),
-        )
+        rollout = _rollout_in(input, rollout_id, mode, resources_id, config, metadata, priority, required_capabilities)
         return await self._send(_enqueue([rollout], None))
 
     async def enqueue_rollouts(
@@ -291,16 +306,7 @@ class Client(_Base):
         priority: int = 0,
         required_capabilities: Sequence[str] = (),
     ) -> RolloutsAccepted:
-        rollout = RolloutIn(
-            input=input,
-            rollout_id=rollout_id,
-            mode=mode,
-            resources_id=resources_id,
-            config=config or RolloutConfig(),
-            metadata=dict(metadata or {}),
-            priority=priority,
-            required_capabilities=tuple(required_capabilities),
-        )
+        rollout = _rollout_in(input, rollout_id, mode, resources_id, config, metadata, priority, required_capabilities)
         return self._send(_enqueue([rollout], None))
 
     def enqueue_rollouts(

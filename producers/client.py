@@ -212,7 +212,10 @@ class AsyncClient(_Base):
         required_capabilities: Sequence[str] = (),
     ) -> RolloutsAccepted:
         """Enqueue one rollout. A ``rollout_id`` of your own makes the call safe to repeat (no twin, ever)."""
-        rollout = _rollout_in(input, rollout_id, mode, resources_id, config, metadata, priority, required_capabilities)
+        rollout = _rollout_in(
+            input, rollout_id=rollout_id, mode=mode, resources_id=resources_id, config=config,
+            metadata=metadata, priority=priority, required_capabilities=required_capabilities,
+        )  # fmt: skip
         return await self._send(_enqueue([rollout], None))
 
     async def enqueue_rollouts(
@@ -306,7 +309,10 @@ class Client(_Base):
         priority: int = 0,
         required_capabilities: Sequence[str] = (),
     ) -> RolloutsAccepted:
-        rollout = _rollout_in(input, rollout_id, mode, resources_id, config, metadata, priority, required_capabilities)
+        rollout = _rollout_in(
+            input, rollout_id=rollout_id, mode=mode, resources_id=resources_id, config=config,
+            metadata=metadata, priority=priority, required_capabilities=required_capabilities,
+        )  # fmt: skip
         return self._send(_enqueue([rollout], None))
 
     def enqueue_rollouts(

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 import psycopg
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 
+from consumers._gc import gc_paused
 from consumers.batch import BatchOutcome, BatchProcessor, Record
 from consumers.errors import ConsumerError, GenerationChanged, is_retriable
 from projections.tracking import Generation, ensure_active_generation, ensure_position_rows, load_positions
@@ -28,6 +29,13 @@ if TYPE_CHECKING:
     from projections.base import Projection
 
 log = logging.getLogger(__name__)
+
+#: Fetch sizes: large enough that the background fetcher keeps a few batches buffered while the loop is busy
+#: in PostgreSQL (aiokafka fetches a partition again once its buffered records are handed out).
+FETCH_SETTINGS: dict[str, Any] = {
+    "fetch_max_bytes": 64 * 1024 * 1024,
+    "max_partition_fetch_bytes": 4 * 1024 * 1024,
+}
 
 
 def group_id(projection: str, prefix: str) -> str:
@@ -111,8 +119,7 @@ class ProjectionWorker:
             # Never "latest": Tansu's end offsets are wrong, and a reset racing our seek must land low, not high.
             auto_offset_reset="earliest",
             max_poll_records=self.batch_size,
-            fetch_max_bytes=64 * 1024 * 1024,
-            max_partition_fetch_bytes=4 * 1024 * 1024,
+            **FETCH_SETTINGS,
             session_timeout_ms=self.session_timeout_ms,
             heartbeat_interval_ms=self.heartbeat_interval_ms,
         )
@@ -204,7 +211,9 @@ class ProjectionWorker:
         while True:
             assert self.processor is not None
             try:
-                outcome = await self.processor.process(await self.connection(), records, rates=self._rates)
+                with gc_paused():
+                    conn = await self.connection()
+                    outcome = await self.processor.process(conn, records, rates=self._rates)
             except GenerationChanged:
                 await self._switch_generation()
                 return None

@@ -19,13 +19,15 @@ facts, so the final rows do not depend on the order between topics.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, fields
 from datetime import datetime
+from operator import attrgetter
 from typing import TYPE_CHECKING, Any
 
 import orjson
 from psycopg.rows import class_row
+from psycopg.types.json import set_json_dumps, set_json_loads
 
 from projections.base import Envelope, Projection
 from projections.migrations import load_package_migrations
@@ -162,10 +164,27 @@ def _terminal(row: RolloutRow, attempts: list[AttemptRow], config: RolloutConfig
     return status, when
 
 
+_DEFAULT_CONFIG = RolloutConfig()
+#: Validated configs by their canonical JSON: a batch derives thousands of rollouts that share a few configs.
+_CONFIGS: dict[bytes, RolloutConfig] = {}
+
+
+def _config(raw: Any) -> RolloutConfig:
+    if not raw:
+        return _DEFAULT_CONFIG
+    key = orjson.dumps(raw, option=orjson.OPT_SORT_KEYS)
+    config = _CONFIGS.get(key)
+    if config is None:
+        config = RolloutConfig.model_validate(raw)
+        if len(_CONFIGS) < 1024:  # bounded: configs are chosen per rollout by users
+            _CONFIGS[key] = config
+    return config
+
+
 def derive(row: RolloutRow, attempts: list[AttemptRow]) -> None:
     """Set the rollout's status and summary fields from its facts (``attempts`` of this rollout only)."""
     ordered = sorted((a for a in attempts if a.sequence_id is not None), key=lambda a: a.sequence_id or 0)
-    config = RolloutConfig.model_validate(row.config) if row.config else RolloutConfig()
+    config = _config(row.config)
     row.attempt_count = len(ordered)
     row.latest_attempt_id = ordered[-1].attempt_id if ordered else None
     starts = [a.start_time for a in ordered if a.start_time is not None]
@@ -207,43 +226,78 @@ def _rollout_event(event: Event) -> RolloutEvent:
 # -- apply: load, fold, save ----------------------------------------------------------------------------------
 _ROLLOUT_COLS = [f.name for f in fields(RolloutRow)]
 _ATTEMPT_COLS = [f.name for f in fields(AttemptRow)]
-_JSON_COLS = {"input", "config", "metadata", "error"}
+#: Column types for binary COPY, which needs them spelled out (the migrations hold the same; a mismatch fails
+#: every batch loudly). Binary COPY takes the rows about 40% faster than text: no formatting of timestamps.
+_PG_TYPES = {
+    "rollout_id": "text", "status": "text", "enqueued": "bool", "input": "jsonb", "mode": "text",
+    "resources_id": "text", "config": "jsonb", "metadata": "jsonb", "priority": "int4", "enqueued_at": "timestamptz",
+    "cancelled_at": "timestamptz", "requeued_after": "text", "start_time": "timestamptz", "end_time": "timestamptz",
+    "attempt_count": "int4", "latest_attempt_id": "text", "attempt_id": "text", "sequence_id": "int4",
+    "worker_id": "text", "last_heartbeat_time": "timestamptz", "error": "jsonb",
+}  # fmt: skip
+_STAGES = (
+    "CREATE TEMP TABLE IF NOT EXISTS rollouts_stage (LIKE rollouts) ON COMMIT DELETE ROWS;"
+    "CREATE TEMP TABLE IF NOT EXISTS attempts_stage (LIKE attempts) ON COMMIT DELETE ROWS"
+)
 
 
-def _row_values(row: RolloutRow | AttemptRow, cols: list[str]) -> tuple[Any, ...]:
-    # JSON columns go to COPY as JSON text; orjson keeps this off the profile.
-    return tuple(
-        orjson.dumps(v).decode() if c in _JSON_COLS and v is not None else v
-        for c, v in ((c, getattr(row, c)) for c in cols)
-    )
+def _row_getter(cols: list[str]) -> Callable[[Any], tuple[Any, ...]]:
+    # attrgetter builds the row tuple in C; JSON columns stay Python objects for the jsonb dumper (orjson).
+    return attrgetter(*cols)
+
+
+_rollout_values = _row_getter(_ROLLOUT_COLS)
+_attempt_values = _row_getter(_ATTEMPT_COLS)
+
+
+_INT4 = range(-(2**31), 2**31)
+
+
+def _check_int4(cols: list[str], rows: list[tuple[Any, ...]]) -> None:
+    """Reject integers an int4 column cannot hold, as text COPY did in PostgreSQL.
+
+    psycopg's binary int4 dumper silently truncates them. Raised from apply, the event is dead-lettered.
+    """
+    for i, col in enumerate(cols):
+        if _PG_TYPES[col] == "int4":
+            for row in rows:
+                if row[i] is not None and row[i] not in _INT4:
+                    raise ValueError(f"{col}={row[i]} is out of range for an integer column")
 
 
 async def _upsert(conn: AsyncConnection[Any], table: str, cols: list[str], rows: list[tuple[Any, ...]]) -> None:
-    """COPY into a per-connection staging table, then one INSERT ... ON CONFLICT: much faster than row by row."""
+    """COPY into a per-connection staging table, then one INSERT ... ON CONFLICT: much faster than row by row.
+
+    The INSERT takes its rows out of the stage (``DELETE ... RETURNING``), so a second apply in the same
+    transaction (a split batch, a dead-letter replay) finds it empty without a TRUNCATE round trip.
+    """
     if not rows:
         return
-    stage = f"{table}_stage"
-    await conn.execute(f"CREATE TEMP TABLE IF NOT EXISTS {stage} (LIKE {table}) ON COMMIT DELETE ROWS")
-    # Another apply in the same transaction (a split batch) may have left rows there.
-    await conn.execute(f"TRUNCATE {stage}")
-    async with conn.cursor() as cur, cur.copy(f"COPY {stage} ({', '.join(cols)}) FROM STDIN") as copy:
-        for row in rows:
-            await copy.write_row(row)
+    _check_int4(cols, rows)
+    stage, names = f"{table}_stage", ", ".join(cols)
+    async with conn.cursor() as cur:
+        set_json_dumps(orjson.dumps, cur)
+        async with cur.copy(f"COPY {stage} ({names}) FROM STDIN (FORMAT BINARY)") as copy:
+            copy.set_types([_PG_TYPES[c] for c in cols])
+            for row in rows:
+                await copy.write_row(row)
     updates = ", ".join(f"{c} = EXCLUDED.{c}" for c in cols[1:])
     await conn.execute(
-        f"INSERT INTO {table} ({', '.join(cols)}) SELECT {', '.join(cols)} FROM {stage} "  # noqa: S608
-        f"ON CONFLICT ({cols[0]}) DO UPDATE SET {updates}"
+        f"WITH staged AS (DELETE FROM {stage} RETURNING {names}) "  # noqa: S608
+        f"INSERT INTO {table} ({names}) SELECT {names} FROM staged ON CONFLICT ({cols[0]}) DO UPDATE SET {updates}"
     )
 
 
 async def load_state(conn: AsyncConnection[Any], rollout_ids: list[str]) -> State:
     async with conn.cursor(row_factory=class_row(RolloutRow)) as cur:
+        set_json_loads(orjson.loads, cur)  # the stdlib parser was a visible share of loading
         await cur.execute(
             f"SELECT {', '.join(_ROLLOUT_COLS)} FROM rollouts WHERE rollout_id = ANY(%s)",  # noqa: S608
             (rollout_ids,),
         )
         rollouts = {r.rollout_id: r for r in await cur.fetchall()}
     async with conn.cursor(row_factory=class_row(AttemptRow)) as cur:
+        set_json_loads(orjson.loads, cur)
         await cur.execute(
             f"SELECT {', '.join(_ATTEMPT_COLS)} FROM attempts WHERE rollout_id = ANY(%s)",  # noqa: S608
             (rollout_ids,),
@@ -260,9 +314,10 @@ async def apply(envelopes: Sequence[Envelope], conn: AsyncConnection[Any]) -> No
     touched_attempts = {
         e.attempt_id for e in events if isinstance(e, AttemptStarted | AttemptHeartbeat | AttemptFinished)
     }
-    rollout_rows = [_row_values(state.rollouts[i], _ROLLOUT_COLS) for i in sorted(touched)]
+    await conn.execute(_STAGES)
+    rollout_rows = [_rollout_values(state.rollouts[i]) for i in sorted(touched)]
     await _upsert(conn, "rollouts", _ROLLOUT_COLS, rollout_rows)
-    attempt_rows = [_row_values(state.attempts[i], _ATTEMPT_COLS) for i in sorted(touched_attempts)]
+    attempt_rows = [_attempt_values(state.attempts[i]) for i in sorted(touched_attempts)]
     await _upsert(conn, "attempts", _ATTEMPT_COLS, attempt_rows)
 
 

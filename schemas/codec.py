@@ -25,6 +25,12 @@ Headers = Sequence[tuple[str, bytes]]
 
 #: header -> envelope field, for records that carry the envelope only in headers
 _HEADER_FIELDS = {"ce_id": "event_id", "ce_type": "type", "ce_source": "source", "ce_time": "occurred_at"}
+#: Envelope fields the fast path cannot fill from headers: when such a header is present, the field must be
+#: in the value too, or the fast path would let the field's default stand in for the header.
+_HEADER_ONLY_FIELDS = (("ce_id", "event_id"), ("ce_source", "source"), ("ce_time", "occurred_at"))
+_ENVELOPE_IN_VALUE = frozenset(field for _, field in _HEADER_ONLY_FIELDS)
+#: ``str(version)`` of each class's current version, for comparing with the ``event_version`` header
+_VERSION_TEXT: dict[type[Event], str] = {}
 
 
 def encode(event: Event) -> tuple[bytes, list[tuple[str, bytes]]]:
@@ -103,8 +109,58 @@ def decode_dict(data: dict[str, Any]) -> Event:
         raise MalformedEvent(f"{type_name} v{target}: {_describe(e)}") from None
 
 
+def _current_class(headers: dict[str, str]) -> type[Event] | None:
+    """The class named by ``ce_type``, if the headers say the value is of its current version, in JSON."""
+    type_name = headers.get("ce_type")
+    cls = None if type_name is None else EVENT_BY_TYPE.get(type_name)
+    if cls is None:
+        return None
+    version = headers.get("event_version")
+    if version is not None:
+        current = _VERSION_TEXT.get(cls)
+        if current is None:
+            current = _VERSION_TEXT[cls] = str(current_version(cls))
+        if version != current:
+            return None
+    content_type = headers.get("content-type")
+    if content_type is not None and not content_type.startswith("application/json"):
+        return None
+    return cls
+
+
+def _decode_current(value: bytes, headers: dict[str, str]) -> Event | None:
+    """The fast path: a record of the current version, validated straight from its bytes; ``None`` = not sure.
+
+    ``model_validate_json`` skips the intermediate dict (about half of the decode cost). It is taken only when
+    the result cannot differ from the general path's: the class comes from ``ce_type``, ``event_version`` (if
+    present) is the current one, and the model itself rejects a value whose ``type`` or ``version`` disagrees
+    (both are ``Literal`` fields) or that needs an upcaster. Anything it rejects goes through the general path,
+    which raises the descriptive error. JSON dialects differ on ``NaN``/``Infinity`` literals (orjson rejects
+    them, pydantic's parser accepts them), so values containing those bytes take the general path too.
+    """
+    cls = _current_class(headers)
+    if cls is None:
+        return None
+    # Two single-byte scans (memchr) first: the substring scans run only for values that hold an N or an I.
+    if (b"N" in value or b"I" in value) and (b"NaN" in value or b"Infinity" in value):
+        return None
+    try:
+        event = cls.model_validate_json(value)
+    except ValidationError:
+        return None
+    given = event.model_fields_set
+    if not given >= _ENVELOPE_IN_VALUE and any(
+        header in headers and field not in given for header, field in _HEADER_ONLY_FIELDS
+    ):
+        return None  # the envelope is (partly) in the headers only: the general path merges it
+    return event
+
+
 def decode(value: bytes | None, headers: Iterable[tuple[str, bytes | None]] | None = None) -> Event:
     """Turn a record's value and headers into an event.
+
+    Records of the current version take a fast path (see ``_decode_current``); others, and any record the fast
+    path rejects, are parsed into a dict, merged with the headers, upcast and validated.
 
     Raises:
         MalformedEvent: not JSON, not an object, contradictory headers, or fields that fail validation.
@@ -112,6 +168,12 @@ def decode(value: bytes | None, headers: Iterable[tuple[str, bytes | None]] | No
     """
     if value is None:
         raise MalformedEvent("the record has no value (a tombstone is not an event)")
+    try:
+        fast = _decode_current(value, _headers_dict(headers))
+    except MalformedEvent:
+        fast = None  # a header that is not UTF-8: the general path reports it, after checking the value
+    if fast is not None:
+        return fast
     try:
         data = orjson.loads(value)
     except orjson.JSONDecodeError as e:

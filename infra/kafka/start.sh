@@ -40,7 +40,11 @@ PROPS
 cp="$libs/*"
 if [ ! -f "$data/logs/meta.properties" ]; then
   # A Kafka Uuid is 16 random bytes in URL-safe base64 without padding; making it here saves a JVM start.
-  cluster_id=$(head -c 16 /dev/urandom | base64 | tr '+/' '-_' | tr -d '=')
+  # One starting with '-' would be read as an option by the storage tool: draw again.
+  cluster_id=-
+  while [ "${cluster_id#-}" != "$cluster_id" ]; do
+    cluster_id=$(head -c 16 /dev/urandom | base64 | tr '+/' '-_' | tr -d '=')
+  done
   java -cp "$cp" kafka.tools.StorageTool format -t "$cluster_id" -c "$props" >/dev/null
 fi
 exec java -Xms128m "-Xmx$heap" -XX:+UseSerialGC -Djava.awt.headless=true \

@@ -52,3 +52,17 @@ async def test_a_restarted_worker_resumes_from_stored_positions(kafka_bootstrap,
     # The second worker started at the stored positions: it saw only the new rollout's four events.
     assert (second.applied_total, second.redelivered_total) == (4, 0)
     assert await fetch_all(pg_url, "SELECT count(*) FROM rollouts_g1.rollouts") == [(2,)]
+
+
+async def test_copies_of_an_event_within_one_batch_apply_once(kafka_bootstrap, kafka_topics, pg_url):
+    first = lifecycle(1)
+    # Both copies are on the broker before the worker starts, so they arrive in the same batch.
+    await publish(kafka_bootstrap, kafka_topics, first + first)
+    w = worker(kafka_bootstrap, pg_url, kafka_topics, use_group=False)
+    async with running(w):
+        await wait_for_total(pg_url, "rollouts_g1", 8)
+    assert (w.applied_total, w.redelivered_total) == (4, 0)
+    assert await fetch_all(pg_url, "SELECT count(*) FROM rollouts_g1.applied_events") == [(4,)]
+    assert await fetch_all(pg_url, "SELECT rollout_id, status, attempt_count FROM rollouts_g1.rollouts") == [
+        ("ro-00001", "succeeded", 1)
+    ]

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import itertools
 
+import pytest
+
+from projections import rollouts
 from projections.rollouts import RolloutEvent, State, fold_all
 from schemas import (
     AttemptEndStatus,
@@ -96,3 +99,11 @@ def test_the_result_does_not_depend_on_the_order_between_topics():
         results.add(tuple(sorted(vars(state.rollouts["ro-1"]).items(), key=lambda kv: kv[0])).__repr__())
     assert len(results) == 1
     assert "'running'" in results.pop()
+
+
+def test_integers_an_int4_column_cannot_hold_are_rejected_before_binary_copy():
+    # psycopg's binary int4 dumper would truncate 2**40 to 0 without a word; apply must fail (and park) instead.
+    cols = ["rollout_id", "priority", "attempt_count"]
+    rollouts._check_int4(cols, [("ro-1", 2**31 - 1, None), ("ro-2", -(2**31), 0)])
+    with pytest.raises(ValueError, match=r"priority=1099511627776 is out of range"):
+        rollouts._check_int4(cols, [("ro-1", 2**40, 1)])

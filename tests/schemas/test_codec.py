@@ -15,6 +15,7 @@ from schemas import (
     MalformedEvent,
     RolloutEnqueued,
     UnknownEventType,
+    codec,
     decode,
     decode_dict,
     encode,
@@ -127,3 +128,52 @@ def test_old_versions_are_upcast_in_order(monkeypatch):
 def test_a_decoded_event_is_the_current_class():
     event = make_rollout_enqueued()
     assert type(decode(*encode(event))) is RolloutEnqueued
+
+
+def _general(value: bytes, headers: list[tuple[str, bytes]]) -> Event:
+    """The general path alone (orjson -> dict -> header merge -> upcast -> validate), for comparison."""
+    data = orjson.loads(value)
+    codec._merge_envelope(data, codec._headers_dict(headers))
+    return decode_dict(data)
+
+
+@pytest.mark.parametrize("event", sample_events(), ids=lambda e: e.type)
+def test_the_fast_path_gives_what_the_general_path_gives(event: Event):
+    value, headers = encode(event)
+    fast = codec._decode_current(value, codec._headers_dict(headers))
+    assert fast is not None, "a current-version record should take the fast path"
+    assert fast == _general(value, headers) == event
+
+
+def test_the_fast_path_leaves_envelope_only_in_headers_to_the_general_path():
+    event = make_rollout_enqueued()
+    value, headers = encode(event)
+    body = orjson.loads(value)
+    del body["event_id"], body["occurred_at"]
+    value = orjson.dumps(body)
+    assert codec._decode_current(value, codec._headers_dict(headers)) is None
+    assert decode(value, headers) == event  # event_id and occurred_at come from ce_id and ce_time
+
+
+def test_old_versions_named_in_headers_still_go_through_the_upcasters(monkeypatch):
+    monkeypatch.setitem(EVENT_BY_TYPE, "test.noted", _NoteV2)
+    v1 = orjson.dumps({"type": "test.noted", "version": 1, "note_id": "n", "body": "hello"})
+    for headers in ([("ce_type", b"test.noted"), ("event_version", b"1")], [("ce_type", b"test.noted")]):
+        event = decode(v1, headers)
+        assert isinstance(event, _NoteV2)
+        assert (event.version, event.text, event.tags) == (3, "hello", ())
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        # pydantic's JSON parser accepts NaN; orjson (the general path) does not: the record must stay rejected.
+        (b'{"type": "rollout.enqueued", "rollout_id": "r", "input": NaN}', "not JSON"),
+        (b'{"type": "rollout.enqueued", "rollout_id": "r", "input": 1, "priority": "high"}', "priority"),
+        (b'{"type": "rollout.cancelled", "rollout_id": "r"}', "contradicts"),
+    ],
+)
+def test_records_the_fast_path_rejects_get_the_general_paths_errors(value, message):
+    headers = [("ce_type", b"rollout.enqueued"), ("event_version", b"1"), ("content-type", b"application/json")]
+    with pytest.raises(MalformedEvent, match=message):
+        decode(value, headers)

@@ -9,7 +9,7 @@ command -v mvn >/dev/null || { echo "mvn not found: install Maven or use the Tan
 tmp="$libs.tmp.$$"
 rm -rf "$tmp"
 mkdir -p "$tmp"
-mvn -q -B -f "$here/pom.xml" dependency:copy-dependencies -DincludeScope=runtime -DoutputDirectory="$tmp"
+mvn -q -B -Dstyle.color=never -f "$here/pom.xml" dependency:copy-dependencies -DincludeScope=runtime -DoutputDirectory="$tmp"
 rm -rf "$libs"
 mv "$tmp" "$libs"   # atomic, so a half-copied folder is never taken for a complete one
 touch "$libs/.complete"

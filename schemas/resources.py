@@ -9,8 +9,7 @@ from pydantic import Field
 from schemas._base import Event, Frozen, Json
 
 
-class LLMResource(Frozen):
-    resource_type: Literal["llm"] = "llm"
+class _LLMFields(Frozen):
     endpoint: str
     model: str
     #: A reference to a secret (e.g. "env:OPENAI_API_KEY"), never the key itself: the log is kept forever.
@@ -18,14 +17,14 @@ class LLMResource(Frozen):
     sampling_parameters: dict[str, Json] = Field(default_factory=dict)
 
 
-class ProxyLLMResource(Frozen):
+class LLMResource(_LLMFields):
+    resource_type: Literal["llm"] = "llm"
+
+
+class ProxyLLMResource(_LLMFields):
     """An LLM whose base URL is routed per rollout and attempt: ``<endpoint>/rollout/<id>/attempt/<id>/v1``."""
 
     resource_type: Literal["proxy_llm"] = "proxy_llm"
-    endpoint: str
-    model: str
-    api_key_ref: str | None = None
-    sampling_parameters: dict[str, Json] = Field(default_factory=dict)
 
     def routed_endpoint(self, rollout_id: str, attempt_id: str) -> str:
         return f"{self.endpoint.rstrip('/')}/rollout/{rollout_id}/attempt/{attempt_id}/v1"

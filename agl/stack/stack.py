@@ -81,12 +81,10 @@ class Stack:
         *,
         broker: BrokerChoice | None = None,
         accept_log_reset: bool = False,
-        with_api: bool = True,
     ) -> None:
         self.settings = settings
         self.broker_choice = choose_broker(settings, broker)
         self.accept_log_reset = accept_log_reset
-        self.with_api = with_api
         self.data_dir = settings.data_dir
         self._lock = StackLock(self.data_dir)
         self._broker: ApacheKafka | Tansu | None = None
@@ -117,8 +115,7 @@ class Stack:
             require_free_port(s.kafka_port, "tansu", "AGL_KAFKA_PORT")
         if s.database_url is None:
             require_free_port(s.postgres_port, "postgres", "AGL_POSTGRES_PORT")
-        if self.with_api:
-            require_free_port(s.api_port, "api", "AGL_API_PORT", host=s.api_host)
+        require_free_port(s.api_port, "api", "AGL_API_PORT", host=s.api_host)
 
     async def _start(self) -> None:
         s = self.settings
@@ -150,13 +147,11 @@ class Stack:
         self.database_url = s.database_url or (self._postgres.url() if self._postgres else None)
         assert self.database_url is not None
         await self._prepare_data(self.broker_info.bootstrap, self.database_url)
-        if self.with_api:
-            self.api_url = f"http://{s.api_host}:{s.api_port}"
-            await self.start_service(
-                ServiceSpec("api", [sys.executable, "-m", "agl", "api"], ready_url=f"{self.api_url}/healthz")
-            )
-        # The workers serve the API's read models; a stack without the API (tests) runs neither.
-        for name in PROJECTION_WORKERS if self.with_api else ():
+        self.api_url = f"http://{s.api_host}:{s.api_port}"
+        await self.start_service(
+            ServiceSpec("api", [sys.executable, "-m", "agl", "api"], ready_url=f"{self.api_url}/healthz")
+        )
+        for name in PROJECTION_WORKERS:
             await self.start_service(
                 ServiceSpec(f"projection-{name}", [sys.executable, "-m", "agl", "projections", "run", name])
             )

@@ -142,8 +142,8 @@ def test_apache_kafka_keeps_topics_and_records_across_a_restart(tmp_path):
     up = Up(env)
     marker_topic = "agl.smoke.v1"
     asyncio.run(kafka_round_trip(bootstrap, marker_topic))
-    epoch_before = read_state(tmp_path / "d")
-    assert epoch_before is not None and epoch_before.durable_log
+    state = read_state(tmp_path / "d")
+    assert state is not None and state.durable_log
     assert up.interrupt()[0] == 0
     up = Up(env)
     records = asyncio.run(_count_records(bootstrap, marker_topic))

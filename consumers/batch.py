@@ -7,7 +7,8 @@ The order inside the transaction is what makes the effect exactly-once:
 2. drop records below the stored positions (redelivered after a crash or a rebalance);
 3. skip event types the projection does not read, park undecodable records (decoding itself needs no database:
    ``decode_records`` may run before the transaction, while the previous batch commits);
-4. drop events whose ``event_id`` was already applied (a re-published event);
+4. drop events whose ``event_id`` was already applied (a re-published event), except those of the types the
+   projection applies idempotently, for which a second copy has no effect anyway;
 5. apply in savepoints, splitting the batch to isolate an event that apply rejects, which is parked;
 6. store the next offsets, then commit. Nothing is committed to Kafka: PostgreSQL holds the true positions.
 """
@@ -170,20 +171,28 @@ class BatchProcessor:
     async def _dedupe(
         self, conn: AsyncConnection[Any], envelopes: list[Envelope], outcome: BatchOutcome
     ) -> list[Envelope]:
-        """Drop events whose ``event_id`` was applied before, or appears earlier in this batch (first copy wins)."""
+        """Drop events whose ``event_id`` was applied before, or appears earlier in this batch (first copy wins).
+
+        Events of the projection's ``idempotent_types`` pass untracked: applying a copy of one changes nothing.
+        """
         if not self.projection.dedupe or self.projection.raw or not envelopes:
             return envelopes
+        idempotent = self.projection.idempotent_types
         first: dict[UUID, int] = {}
         for i, envelope in enumerate(envelopes):
-            first.setdefault(envelope.require_event().event_id, i)
+            event = envelope.require_event()
+            if type(event) not in idempotent:
+                first.setdefault(event.event_id, i)
+        if not first:
+            return envelopes
         unique = list(first.values())
         # The ids travel as one bytea of 16-byte slices and only the already-applied ones come back: a uuid[]
         # parameter and a RETURNING of every new id cost more in Python (dumping, then loading 2 x N uuids)
         # than the whole insert costs in PostgreSQL.
         blob = b"".join(envelopes[i].require_event().event_id.bytes for i in unique)
         cur = await conn.execute(_DEDUPE_SQL, (blob, len(unique)))
-        seen = {unique[row[0]] for row in await cur.fetchall()}
-        kept = [envelopes[i] for i in unique if i not in seen]
+        fresh = set(unique) - {unique[row[0]] for row in await cur.fetchall()}
+        kept = [e for i, e in enumerate(envelopes) if i in fresh or type(e.event) in idempotent]
         outcome.duplicates = len(envelopes) - len(kept)
         return kept
 

@@ -14,9 +14,11 @@ Stopping (SIGINT) leaves the building generation consistent: rerunning resumes i
 from __future__ import annotations
 
 import asyncio
+import bisect
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from operator import attrgetter
 from typing import TYPE_CHECKING, Any
 
 import psycopg
@@ -38,7 +40,7 @@ from projections.tracking import (
 )
 
 if TYPE_CHECKING:
-    from consumers.batch import Record
+    from consumers.batch import BatchOutcome, Record
     from projections.base import Projection
 
 
@@ -152,7 +154,7 @@ class Rebuild:
         for tp in tps:
             key = (tp.topic, tp.partition)
             if self._positions.get(key, 0) < self._targets[key] and tp in worker.consumer.paused():
-                worker.consumer.seek(tp, self._positions.get(key, 0))
+                worker.seek(tp, self._positions.get(key, 0))
                 worker.consumer.resume(tp)
 
     def _caught_up(self) -> bool:
@@ -163,24 +165,25 @@ class Rebuild:
         consumer = worker.consumer
         assert consumer is not None
         last_report = 0.0
-        while not stop.is_set() and not self._caught_up():
-            batch = await consumer.getmany(timeout_ms=500, max_records=self.batch_size)
-            records: list[Record] = []
-            for tp, tp_records in batch.items():
-                target = self._targets.get((tp.topic, tp.partition), 0)
-                below = [r for r in tp_records if r.offset < target]
-                records.extend(below)
-                if len(below) < len(tp_records):
-                    consumer.pause(tp)
-                    consumer.seek(tp, target)
-            if records:
-                outcome = await worker.process(records, stop)
-                if outcome is not None:
-                    self._positions.update(outcome.positions)
+
+        def below_target(tp: TopicPartition, records: list[Record]) -> slice:
+            target = self._targets.get((tp.topic, tp.partition), 0)
+            end = bisect.bisect_left(records, target, key=attrgetter("offset"))
+            if end < len(records):
+                consumer.pause(tp)
+                worker.seek(tp, target)
+            return slice(0, end)
+
+        def applied(outcome: BatchOutcome) -> None:
+            nonlocal last_report
+            self._positions.update(outcome.positions)
             self._pause_reached(worker)
             if self.on_progress and time.monotonic() - last_report > 0.5:
                 last_report = time.monotonic()
                 self.on_progress(self._progress(worker, started))
+
+        self._pause_reached(worker)
+        await worker.pump(stop, below_target, applied, until=self._caught_up)
         if self.on_progress:
             self.on_progress(self._progress(worker, started))
 

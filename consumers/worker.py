@@ -8,17 +8,20 @@ stored in PostgreSQL, so a crash at any moment re-delivers only records whose tr
 from __future__ import annotations
 
 import asyncio
+import bisect
 import contextlib
 import logging
 import time
 import warnings
+from collections.abc import Callable, Coroutine
+from operator import attrgetter
 from typing import TYPE_CHECKING, Any
 
 import psycopg
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 
-from consumers._gc import gc_paused
-from consumers.batch import BatchOutcome, BatchProcessor, Record
+from consumers._gc import Collections, gc_paused
+from consumers.batch import BatchOutcome, BatchProcessor, Decoded, Record, decode_records
 from consumers.errors import ConsumerError, GenerationChanged, is_retriable
 from projections.tracking import Generation, ensure_active_generation, ensure_position_rows, load_positions
 
@@ -36,6 +39,22 @@ FETCH_SETTINGS: dict[str, Any] = {
     "fetch_max_bytes": 64 * 1024 * 1024,
     "max_partition_fetch_bytes": 4 * 1024 * 1024,
 }
+
+
+#: Records decoded between two yields to the event loop while prefetching (a few milliseconds of work).
+_DECODE_SLICE = 100
+#: A prefetched batch: per partition its records, their decoding, and the partition's seek count at fetch time.
+_Fetched = dict[TopicPartition, tuple[list["Record"], list[Decoded], int]]
+#: What a prefetch took from the consumer: partition, first offset, the partition's seek count at fetch time.
+_Taken = tuple[TopicPartition, int, int]
+
+
+class _Prefetch:
+    """A fetch running in the background, and what it has taken from the consumer so far."""
+
+    def __init__(self, fetch: Callable[[list[_Taken]], Coroutine[Any, Any, _Fetched]]) -> None:
+        self.taken: list[_Taken] = []
+        self.task = asyncio.create_task(fetch(self.taken))
 
 
 def group_id(projection: str, prefix: str) -> str:
@@ -103,9 +122,12 @@ class ProjectionWorker:
         self._rates: dict[tuple[str, int], float] = {}
         #: the next offset each partition should deliver (the stored position, as far as this worker knows)
         self._expected: dict[TopicPartition, int] = {}
+        #: seeks per partition: a prefetched batch whose partition was moved since is stale
+        self._seeks: dict[TopicPartition, int] = {}
         self._last_seen: dict[tuple[str, int], float] = {}
         self.applied_total = 0
         self.redelivered_total = 0
+        self.duplicates_total = 0
 
     # -- lifecycle -----------------------------------------------------------------------------------------
     async def start(self) -> None:
@@ -183,29 +205,101 @@ class ProjectionWorker:
             # Let the assignment's own offset reset finish first, or it could land after our seek.
             await self.consumer.position(tp)
             self._expected[tp] = stored.get((tp.topic, tp.partition), 0)
-            self.consumer.seek(tp, self._expected[tp])
+            self.seek(tp, self._expected[tp])
 
     # -- the loop ------------------------------------------------------------------------------------------
+    def seek(self, tp: TopicPartition, offset: int) -> None:
+        """Move ``tp``'s fetch position; records of ``tp`` fetched before this call are then discarded."""
+        assert self.consumer is not None
+        self._seeks[tp] = self._seeks.get(tp, 0) + 1
+        self.consumer.seek(tp, offset)
+
     async def run(self, stop: asyncio.Event) -> None:
         """Consume until ``stop`` is set; the batch in flight is finished (or rolled back) before returning."""
-        assert self.consumer is not None, "call start() first"
-        while not stop.is_set():
-            batch = await self.consumer.getmany(timeout_ms=self.fetch_timeout_ms, max_records=self.batch_size)
-            records: list[Record] = []
-            for tp, tp_records in batch.items():
-                expected = self._expected.get(tp, 0)
-                if tp_records and tp_records[0].offset < expected:
-                    # An offset reset raced our seek (aiokafka resets on assignment): skip what was applied.
-                    tp_records = [r for r in tp_records if r.offset >= expected]  # noqa: PLW2901
-                    if not tp_records:
-                        self.consumer.seek(tp, expected)
-                records.extend(tp_records)
-            if records:
-                outcome = await self.process(records, stop)
-                if outcome is not None:
-                    self._expected.update({TopicPartition(t, p): o for (t, p), o in outcome.positions.items()})
+        await self.pump(stop, self._unapplied, self._advance)
 
-    async def process(self, records: Sequence[Record], stop: asyncio.Event | None = None) -> BatchOutcome | None:
+    def _unapplied(self, tp: TopicPartition, records: list[Record]) -> slice:
+        """Records from the expected offset on: an offset reset racing our seek may re-deliver applied ones."""
+        expected = self._expected.get(tp, 0)
+        start = bisect.bisect_left(records, expected, key=attrgetter("offset"))
+        if start == len(records) and records[0].offset < expected:
+            self.seek(tp, expected)
+        return slice(start, None)
+
+    def _advance(self, outcome: BatchOutcome) -> None:
+        self._expected.update({TopicPartition(t, p): o for (t, p), o in outcome.positions.items()})
+
+    async def pump(
+        self,
+        stop: asyncio.Event,
+        select: Callable[[TopicPartition, list[Record]], slice],
+        on_batch: Callable[[BatchOutcome], None],
+        until: Callable[[], bool] = lambda: False,
+    ) -> None:
+        """Apply batches until ``stop`` is set or ``until()`` holds; ``select`` picks each partition's records.
+
+        The next batch is fetched and decoded while the current one is in PostgreSQL: the two cores a machine
+        like ours has then work at once, decoding in Python and applying in PostgreSQL, instead of in turn.
+        A prefetched batch is checked again when its turn comes: records of a partition moved by ``seek`` in
+        the meantime are dropped (the consumer fetches them again from the new position).
+        """
+        assert self.consumer is not None, "call start() first"
+        pending = _Prefetch(self._fetch)
+        collections = Collections()
+        try:
+            with gc_paused():
+                while not stop.is_set() and not until():
+                    fetched = await pending.task
+                    pending = _Prefetch(self._fetch)
+                    records: list[Record] = []
+                    decoded: list[Decoded] = []
+                    for tp, (tp_records, tp_decoded, seeks) in fetched.items():
+                        if seeks != self._seeks.get(tp, 0) or tp not in self.consumer.assignment():
+                            continue
+                        chosen = select(tp, tp_records)
+                        records += tp_records[chosen]
+                        decoded += tp_decoded[chosen]
+                    if records:
+                        outcome = await self.process(records, stop, decoded=decoded)
+                        if outcome is not None:
+                            on_batch(outcome)
+                    collections.between_batches()
+        finally:
+            await self._give_back(pending)
+
+    async def _fetch(self, taken: list[_Taken]) -> _Fetched:
+        """The next records per partition, decoded (yielding now and then, so the batch in flight can proceed).
+
+        What the consumer handed out is put in ``taken`` first, so a cancelled prefetch can be given back.
+        """
+        assert self.consumer is not None
+        batch = await self.consumer.getmany(timeout_ms=self.fetch_timeout_ms, max_records=self.batch_size)
+        seeks = {tp: self._seeks.get(tp, 0) for tp in batch}
+        taken.extend((tp, tp_records[0].offset, seeks[tp]) for tp, tp_records in batch.items() if tp_records)
+        out: _Fetched = {}
+        for tp, tp_records in batch.items():
+            if not tp_records:
+                continue
+            tp_decoded: list[Decoded] = []
+            for i in range(0, len(tp_records), _DECODE_SLICE):
+                tp_decoded += decode_records(self.projection, tp_records[i : i + _DECODE_SLICE])
+                await asyncio.sleep(0)
+            out[tp] = (tp_records, tp_decoded, seeks[tp])
+        return out
+
+    async def _give_back(self, pending: _Prefetch) -> None:
+        """Cancel a prefetch and rewind the partitions it took records of, so the consumer skips no record."""
+        assert self.consumer is not None
+        pending.task.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await pending.task
+        for tp, first_offset, seeks in pending.taken:
+            if seeks == self._seeks.get(tp, 0) and tp in self.consumer.assignment():
+                self.seek(tp, first_offset)
+
+    async def process(
+        self, records: Sequence[Record], stop: asyncio.Event | None = None, *, decoded: Sequence[Decoded] | None = None
+    ) -> BatchOutcome | None:
         """Apply one batch, retrying retriable failures with backoff; ``None`` if stopped while retrying."""
         delay = 0.1
         while True:
@@ -213,7 +307,7 @@ class ProjectionWorker:
             try:
                 with gc_paused():
                     conn = await self.connection()
-                    outcome = await self.processor.process(conn, records, rates=self._rates)
+                    outcome = await self.processor.process(conn, records, decoded=decoded, rates=self._rates)
             except GenerationChanged:
                 await self._switch_generation()
                 return None
@@ -234,6 +328,7 @@ class ProjectionWorker:
         now = time.monotonic()
         self.applied_total += outcome.applied
         self.redelivered_total += outcome.redelivered
+        self.duplicates_total += outcome.duplicates
         for tp, count in outcome.counts.items():
             last = self._last_seen.get(tp)
             if last is not None and now > last:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import re
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from projections.errors import ProjectionDefinitionError
 
@@ -29,9 +29,11 @@ if TYPE_CHECKING:
 _NAME = re.compile(r"^[a-z][a-z0-9_]{0,39}$")
 
 
-@dataclass(frozen=True, slots=True)
-class Envelope:
-    """One record as a projection sees it: the decoded event (``None`` for raw projections) and where it sits."""
+class Envelope(NamedTuple):
+    """One record as a projection sees it: the decoded event (``None`` for raw projections) and where it sits.
+
+    A named tuple, not a dataclass: the engine builds one per record, and a tuple is built four times faster.
+    """
 
     topic: str
     partition: int
@@ -65,6 +67,9 @@ class Projection:
         per_key_ordering: when an event of a key is dead-lettered, later events of that key are parked behind it.
         raw: ``apply`` gets undecoded records (``event`` is ``None``) and nothing is dead-lettered for decoding.
         dedupe: skip events whose ``event_id`` this projection already applied (a re-published event).
+        idempotent_types: event classes ``apply`` handles idempotently: a second copy of such an event, in the
+            same batch or years later, leaves the rows as they were (first-wins or earliest/latest-wins facts).
+            The engine keeps no ``event_id`` for them, which saves a write per event; other types are deduped.
     """
 
     name: str
@@ -77,6 +82,7 @@ class Projection:
     per_key_ordering: bool = False
     raw: bool = False
     dedupe: bool = True
+    idempotent_types: frozenset[type[Event]] = frozenset()
     description: str = ""
     type_names: frozenset[str] = field(init=False)
 
@@ -89,6 +95,8 @@ class Projection:
             raise ProjectionDefinitionError(f"projection {self.name} reads no topic")
         names = frozenset(str(cls.model_fields["type"].default) for cls in self.event_types)
         object.__setattr__(self, "type_names", names)
+        if self.event_types and not self.idempotent_types <= self.event_types:
+            raise ProjectionDefinitionError(f"projection {self.name}: idempotent_types must be among event_types")
 
     def wants(self, type_name: str) -> bool:
         """Whether events of ``type_name`` reach ``apply`` (an empty ``event_types`` wants everything)."""

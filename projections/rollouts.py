@@ -6,6 +6,9 @@ known defects fixed:
 - Terminal states are final. The status is derived from the accumulated facts, and the first terminal moment
   (by the events' recorded ``occurred_at``) wins: a cancel after a success changes nothing, a late attempt on a
   succeeded rollout changes nothing.
+- Applying a copy of an event (same ``event_id``) changes nothing: facts are first-wins, earliest-wins,
+  latest-wins or set to the event's own values. The exception, ``RolloutRequeued`` (the newest requeue counts:
+  a late copy of an older one would undo a newer one), is deduplicated by ``event_id`` in the engine.
 - An attempt ends once: its first ``AttemptFinished`` counts, later ones (late results of a timed-out or requeued
   attempt) are ignored, and a heartbeat does not revive an ended attempt.
 - Only the newest attempt decides a non-terminal status. A failed, timed-out or unresponsive attempt allows a
@@ -98,7 +101,9 @@ class State:
 # -- the fold (pure) ----------------------------------------------------------------------------------------
 def fold(state: State, event: RolloutEvent) -> None:
     """Record one event's facts in ``state``; statuses are derived afterwards by :func:`derive`."""
-    row = state.rollouts.setdefault(event.rollout_id, RolloutRow(event.rollout_id))
+    row = state.rollouts.get(event.rollout_id)
+    if row is None:  # not setdefault: that would build a row for every event
+        row = state.rollouts[event.rollout_id] = RolloutRow(event.rollout_id)
     if isinstance(event, RolloutEnqueued):
         if not row.enqueued:  # creation is idempotent: the first enqueue of an id wins
             row.enqueued, row.input, row.mode = True, event.input, event.mode
@@ -113,7 +118,9 @@ def fold(state: State, event: RolloutEvent) -> None:
 
 
 def _fold_attempt(state: State, event: AttemptStarted | AttemptHeartbeat | AttemptFinished) -> None:
-    attempt = state.attempts.setdefault(event.attempt_id, AttemptRow(event.attempt_id, event.rollout_id))
+    attempt = state.attempts.get(event.attempt_id)
+    if attempt is None:
+        attempt = state.attempts[event.attempt_id] = AttemptRow(event.attempt_id, event.rollout_id)
     if isinstance(event, AttemptStarted):
         attempt.sequence_id, attempt.metadata = event.sequence_id, event.metadata
         attempt.worker_id = event.worker_id or attempt.worker_id
@@ -368,6 +375,7 @@ PROJECTION = Projection(
     migrations=tuple(load_package_migrations("projections", "sql/rollouts")),
     apply=apply,
     tables=("rollouts", "attempts"),
+    idempotent_types=frozenset({RolloutEnqueued, RolloutCancelled, AttemptStarted, AttemptHeartbeat, AttemptFinished}),
     per_key_ordering=True,
     description="rollouts and their attempts, with a derived status (GET /v1/rollouts)",
 )

@@ -22,6 +22,7 @@ from schemas import (
     RolloutCancelled,
     RolloutConfig,
     RolloutEnqueued,
+    RolloutRequeued,
     encode,
 )
 
@@ -51,6 +52,21 @@ def retrying(i: int) -> list[Event]:
         AttemptStarted(rollout_id=rid, attempt_id=f"at-{i}-1", sequence_id=1, occurred_at=at(1)),
         AttemptFinished(rollout_id=rid, attempt_id=f"at-{i}-1", status="failed", occurred_at=at(2)),
     ]
+
+
+def requeued_twice(i: int) -> list[Event]:
+    """Two failed attempts, each requeued: the rollout is queuing again (a copy of the first requeue would not be)."""
+    rid = f"ro-{i:05d}"
+    config = RolloutConfig(max_attempts=3, retry_condition=("failed",))
+    events: list[Event] = [RolloutEnqueued(rollout_id=rid, input=i, config=config, occurred_at=at(0))]
+    for n in (1, 2):
+        aid = f"at-{i}-{n}"
+        events += [
+            AttemptStarted(rollout_id=rid, attempt_id=aid, sequence_id=n, occurred_at=at(3 * n)),
+            AttemptFinished(rollout_id=rid, attempt_id=aid, status="failed", occurred_at=at(3 * n + 1)),
+            RolloutRequeued(rollout_id=rid, after_attempt_id=aid, occurred_at=at(3 * n + 2)),
+        ]
+    return events
 
 
 def cancelled(i: int) -> list[Event]:

@@ -6,6 +6,7 @@ import pytest
 
 from consumers.worker import ProjectionWorker
 from projections.dead_letters import list_dead_letters, replay
+from projections.rollouts import PROJECTION as ROLLOUTS_PROJECTION
 from projections.tracking import active_generation
 from schemas import RolloutEnqueued, encode
 from schemas.topics import ROLLOUTS
@@ -63,3 +64,18 @@ async def test_a_record_without_envelope_headers_is_decoded_from_its_value(kafka
     )):  # fmt: skip
         await wait_for_total(pg_url, "ledger_g1", 1)
     assert await fetch_all(pg_url, "SELECT rollout_id, status FROM ledger_g1.rollouts") == [("ro-00005", "queuing")]
+
+
+async def test_a_value_a_column_cannot_hold_parks_its_event(kafka_bootstrap, kafka_topics, pg_url, pg_conn):
+    # priority is an int4 column: PostgreSQL refuses 2**40 (nothing truncates it), and only that event is parked.
+    big = RolloutEnqueued(rollout_id="ro-big", input=1, priority=2**40, occurred_at=at(0))
+    await publish(kafka_bootstrap, kafka_topics, [*lifecycle(1), big, *lifecycle(2)])
+    async with running(ProjectionWorker(
+        ROLLOUTS_PROJECTION, bootstrap=kafka_bootstrap, database_url=pg_url, topic_prefix=kafka_topics, use_group=False
+    )):  # fmt: skip
+        await wait_for_total(pg_url, "rollouts_g1", 9)
+    rows = await fetch_all(pg_url, "SELECT rollout_id, status, priority FROM rollouts_g1.rollouts ORDER BY 1")
+    assert rows == [("ro-00001", "succeeded", 0), ("ro-00002", "succeeded", 0)]
+    (letter,) = await list_dead_letters(pg_conn, "rollouts")
+    assert (letter.reason, letter.key, letter.event_type) == ("apply", b"ro-big", "rollout.enqueued")
+    assert "out of range" in letter.error

@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
+from typing import Any
+
 import pytest
+from aiokafka import TopicPartition
 
 from consumers.worker import ProjectionWorker
 from projections.rollouts import PROJECTION as ROLLOUTS
-from tests.consumers.helpers import fetch_all, lifecycle, publish, running, wait_for_total
+from schemas import RolloutRequeued
+from tests.consumers.helpers import fetch_all, lifecycle, publish, requeued_twice, running, wait_for_total
+from tests.consumers.reference import reference_rows, stored_rows
 
 pytestmark = [pytest.mark.kafka, pytest.mark.pg]
 
@@ -29,16 +35,22 @@ async def test_events_are_applied_and_positions_stored_with_them(kafka_bootstrap
 
 
 async def test_a_republished_event_has_no_effect(kafka_bootstrap, kafka_topics, pg_url):
-    first = lifecycle(1)
+    first = requeued_twice(1)
+    assert isinstance(first[3], RolloutRequeued)
     await publish(kafka_bootstrap, kafka_topics, first)
-    async with running(worker(kafka_bootstrap, pg_url, kafka_topics, use_group=False)):
-        await wait_for_total(pg_url, "rollouts_g1", 4)
-        # The same events again (same event ids, new offsets), e.g. a producer retry after a lost ack.
-        await publish(kafka_bootstrap, kafka_topics, first)
-        await wait_for_total(pg_url, "rollouts_g1", 8)
-    rows = await fetch_all(pg_url, "SELECT count(*) FROM rollouts_g1.applied_events")
-    assert rows == [(4,)]
-    assert await fetch_all(pg_url, "SELECT rollout_id, status FROM rollouts_g1.rollouts") == [("ro-00001", "succeeded")]
+    async with running(worker(kafka_bootstrap, pg_url, kafka_topics, use_group=False)) as w:
+        await wait_for_total(pg_url, "rollouts_g1", 7)
+        assert await fetch_all(pg_url, "SELECT status FROM rollouts_g1.rollouts") == [("queuing",)]
+        # The same events again (same event ids, new offsets), e.g. a producer retry after a lost ack, then one
+        # more copy of the first requeue: applied, it would make the rollout requeuing (after attempt 2) again.
+        await publish(kafka_bootstrap, kafka_topics, [*first, first[3]])
+        await wait_for_total(pg_url, "rollouts_g1", 15)
+    assert w.duplicates_total == 3  # the requeues; the other types are applied idempotently, untracked
+    requeues = {str(e.event_id) for e in first if isinstance(e, RolloutRequeued)}
+    rows = await fetch_all(pg_url, "SELECT event_id::text FROM rollouts_g1.applied_events")
+    assert {r[0] for r in rows} == requeues
+    rows = await fetch_all(pg_url, "SELECT rollout_id, status, attempt_count FROM rollouts_g1.rollouts")
+    assert rows == [("ro-00001", "queuing", 2)]
 
 
 async def test_a_restarted_worker_resumes_from_stored_positions(kafka_bootstrap, kafka_topics, pg_url):
@@ -55,14 +67,55 @@ async def test_a_restarted_worker_resumes_from_stored_positions(kafka_bootstrap,
 
 
 async def test_copies_of_an_event_within_one_batch_apply_once(kafka_bootstrap, kafka_topics, pg_url):
-    first = lifecycle(1)
-    # Both copies are on the broker before the worker starts, so they arrive in the same batch.
-    await publish(kafka_bootstrap, kafka_topics, first + first)
+    first = requeued_twice(1)
+    assert isinstance(first[3], RolloutRequeued)
+    # The copy is on the broker before the worker starts, so it arrives in the same batch as the original.
+    await publish(kafka_bootstrap, kafka_topics, [*first, first[3]])
     w = worker(kafka_bootstrap, pg_url, kafka_topics, use_group=False)
     async with running(w):
         await wait_for_total(pg_url, "rollouts_g1", 8)
-    assert (w.applied_total, w.redelivered_total) == (4, 0)
-    assert await fetch_all(pg_url, "SELECT count(*) FROM rollouts_g1.applied_events") == [(4,)]
+    assert (w.duplicates_total, w.redelivered_total) == (1, 0)
+    assert await fetch_all(pg_url, "SELECT count(*) FROM rollouts_g1.applied_events") == [(2,)]
     assert await fetch_all(pg_url, "SELECT rollout_id, status, attempt_count FROM rollouts_g1.rollouts") == [
-        ("ro-00001", "succeeded", 1)
+        ("ro-00001", "queuing", 2)
     ]
+
+
+async def test_a_prefetched_batch_left_behind_is_given_back(kafka_bootstrap, kafka_topics, pg_url):
+    # pump() fetches the next batch while applying one; stopping with that prefetch in hand must not skip it.
+    events = [e for i in range(30) for e in lifecycle(i)]
+    await publish(kafka_bootstrap, kafka_topics, events)
+    async with worker(kafka_bootstrap, pg_url, kafka_topics, use_group=False, batch_size=10) as w:
+        stop = asyncio.Event()
+        await asyncio.wait_for(w.pump(stop, w._unapplied, w._advance, until=lambda: w.applied_total >= 20), 30)
+        assert w.applied_total < len(events)
+        rest = w.pump(stop, w._unapplied, w._advance, until=lambda: w.applied_total >= len(events))
+        await asyncio.wait_for(rest, 30)
+    assert (w.applied_total, w.redelivered_total) == (len(events), 0)
+    assert await stored_rows(pg_url, "rollouts_g1") == reference_rows(events)
+
+
+async def test_a_prefetched_batch_is_dropped_when_its_partitions_were_moved(kafka_bootstrap, kafka_topics, pg_url):
+    # As when a rebuild switches generations: the batch in hand is not applied and its partitions are moved back
+    # to the stored positions. The batch prefetched meanwhile comes after it: applying that one would skip the
+    # unapplied records for good.
+    events = [e for i in range(30) for e in lifecycle(i)]
+    await publish(kafka_bootstrap, kafka_topics, events)
+    w = worker(kafka_bootstrap, pg_url, kafka_topics, use_group=False, batch_size=10)
+    process, moved = w.process, []
+
+    async def lose_the_first_batch(records: Any, stop: Any = None, *, decoded: Any = None) -> Any:
+        if moved:
+            return await process(records, stop, decoded=decoded)
+        await asyncio.sleep(0.5)  # the next batch is fetched meanwhile
+        moved.extend({TopicPartition(r.topic, r.partition) for r in records})
+        for tp in moved:
+            w.seek(tp, w._expected.get(tp, 0))
+        return None
+
+    w.process = lose_the_first_batch  # type: ignore[method-assign]
+    async with w:
+        stop = asyncio.Event()
+        await asyncio.wait_for(w.pump(stop, w._unapplied, w._advance, until=lambda: w.applied_total >= len(events)), 30)
+    assert moved
+    assert await stored_rows(pg_url, "rollouts_g1") == reference_rows(events)

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import itertools
 
-import pytest
-
 from projections import rollouts
 from projections.rollouts import RolloutEvent, State, fold_all
 from schemas import (
@@ -101,9 +99,39 @@ def test_the_result_does_not_depend_on_the_order_between_topics():
     assert "'running'" in results.pop()
 
 
-def test_integers_an_int4_column_cannot_hold_are_rejected_before_binary_copy():
-    # psycopg's binary int4 dumper would truncate 2**40 to 0 without a word; apply must fail (and park) instead.
-    cols = ["rollout_id", "priority", "attempt_count"]
-    rollouts._check_int4(cols, [("ro-1", 2**31 - 1, None), ("ro-2", -(2**31), 0)])
-    with pytest.raises(ValueError, match=r"priority=1099511627776 is out of range"):
-        rollouts._check_int4(cols, [("ro-1", 2**40, 1)])
+def _snapshot(events: list[RolloutEvent]) -> str:
+    state = State({}, {})
+    fold_all(state, events)
+    rows = [*state.rollouts.values(), *state.attempts.values()]
+    return repr([sorted(vars(row).items()) for row in rows])
+
+
+def test_a_copy_of_any_event_of_an_idempotent_type_changes_nothing_wherever_it_lands():
+    # The engine tracks no event id for these types (``idempotent_types``): this is what makes that safe.
+    cancel = RolloutCancelled(rollout_id="ro-1", occurred_at=at(9))
+    history: list[RolloutEvent] = [
+        enq(RETRY),
+        start(1, 1),
+        beat(1, 2),
+        end(1, "failed", 3),
+        start(2, 4),
+        beat(2, 5),
+        beat(2, 6),
+        cancel,
+    ]
+    assert all(type(e) in rollouts.PROJECTION.idempotent_types for e in history)
+    want = _snapshot(history)
+    for i, event in enumerate(history):
+        for j in range(i + 1, len(history) + 1):
+            assert _snapshot([*history[:j], event, *history[j:]]) == want, (event.type, j)
+
+
+def test_a_copy_of_an_older_requeue_would_change_the_status_so_requeues_are_deduplicated():
+    first = RolloutRequeued(rollout_id="ro-1", after_attempt_id="at-1", occurred_at=at(3))
+    second = RolloutRequeued(rollout_id="ro-1", after_attempt_id="at-2", occurred_at=at(6))
+    retry3 = RolloutConfig(max_attempts=3, retry_condition=("failed",))
+    history: list[RolloutEvent] = [enq(retry3), start(1, 1), end(1, "failed", 2), first, start(2, 4)]
+    history += [end(2, "failed", 5), second]
+    assert status_of(*history) == "queuing"
+    assert status_of(*history, first) == "requeuing"
+    assert RolloutRequeued not in rollouts.PROJECTION.idempotent_types

@@ -102,7 +102,7 @@ async def test_a_prefetched_batch_is_dropped_when_its_partitions_were_moved(kafk
     events = [e for i in range(30) for e in lifecycle(i)]
     await publish(kafka_bootstrap, kafka_topics, events)
     w = worker(kafka_bootstrap, pg_url, kafka_topics, use_group=False, batch_size=10)
-    process, moved = w.process, []
+    process, moved = w.process, list[TopicPartition]()
 
     async def lose_the_first_batch(records: Any, stop: Any = None, *, decoded: Any = None) -> Any:
         if moved:

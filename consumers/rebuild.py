@@ -170,8 +170,8 @@ class Rebuild:
             target = self._targets.get((tp.topic, tp.partition), 0)
             end = bisect.bisect_left(records, target, key=attrgetter("offset"))
             if end < len(records):
+                # Reached: the records beyond are dropped, and the next round seeks back to the position.
                 consumer.pause(tp)
-                worker.seek(tp, target)
             return slice(0, end)
 
         def applied(outcome: BatchOutcome) -> None:

@@ -21,6 +21,7 @@ import psycopg
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 
 from consumers._gc import Collections, gc_paused
+from consumers.alignment import TimeAligned
 from consumers.batch import BatchOutcome, BatchProcessor, Decoded, Record, decode_records
 from consumers.errors import ConsumerError, GenerationChanged, is_retriable
 from projections.tracking import Generation, ensure_active_generation, ensure_position_rows, load_positions
@@ -41,6 +42,8 @@ FETCH_SETTINGS: dict[str, Any] = {
 }
 
 
+#: Fetches a batch may wait for a partition that is behind but has nothing buffered (see consumers.alignment).
+_ALIGNMENT_WAITS = 3
 #: Records decoded between two yields to the event loop while prefetching (a few milliseconds of work).
 _DECODE_SLICE = 100
 #: A prefetched batch: per partition its records, their decoding, and the partition's seek count at fetch time.
@@ -52,9 +55,19 @@ _Taken = tuple[TopicPartition, int, int]
 class _Prefetch:
     """A fetch running in the background, and what it has taken from the consumer so far."""
 
-    def __init__(self, fetch: Callable[[list[_Taken]], Coroutine[Any, Any, _Fetched]]) -> None:
+    def __init__(
+        self,
+        fetch: Callable[[list[_Taken], list[TopicPartition]], Coroutine[Any, Any, _Fetched]],
+        partitions: list[TopicPartition],
+    ) -> None:
         self.taken: list[_Taken] = []
-        self.task = asyncio.create_task(fetch(self.taken))
+        self.task = asyncio.create_task(fetch(self.taken, partitions))
+
+
+def _ready(aligned: TimeAligned[TopicPartition, Record, Decoded], behind: set[TopicPartition], size: int) -> bool:
+    """Whether a batch can be handed out without fetching first: a full one, or all there is to fetch."""
+    buffered = sum(aligned.size(tp) for tp in aligned.partitions())
+    return buffered >= size or (buffered > 0 and not behind)
 
 
 def group_id(projection: str, prefix: str) -> str:
@@ -124,6 +137,12 @@ class ProjectionWorker:
         self._expected: dict[TopicPartition, int] = {}
         #: seeks per partition: a prefetched batch whose partition was moved since is stale
         self._seeks: dict[TopicPartition, int] = {}
+        #: the offset after the last record fetched per partition
+        self._fetched_to: dict[TopicPartition, int] = {}
+        #: partitions behind whose fetches brought nothing: batches do not wait for them until they deliver
+        self._stalled: set[TopicPartition] = set()
+        #: records fetched and not applied yet, while ``pump`` runs
+        self._aligned: TimeAligned[TopicPartition, Record, Decoded] | None = None
         self._last_seen: dict[tuple[str, int], float] = {}
         self.applied_total = 0
         self.redelivered_total = 0
@@ -212,6 +231,10 @@ class ProjectionWorker:
         """Move ``tp``'s fetch position; records of ``tp`` fetched before this call are then discarded."""
         assert self.consumer is not None
         self._seeks[tp] = self._seeks.get(tp, 0) + 1
+        self._fetched_to[tp] = offset
+        self._stalled.discard(tp)
+        if self._aligned is not None:
+            self._aligned.drop(tp)
         self.consumer.seek(tp, offset)
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -244,42 +267,104 @@ class ProjectionWorker:
         the meantime are dropped (the consumer fetches them again from the new position).
         """
         assert self.consumer is not None, "call start() first"
-        pending = _Prefetch(self._fetch)
+        consumer = self.consumer
+        aligned: TimeAligned[TopicPartition, Record, Decoded] = TimeAligned(attrgetter("timestamp"))
+        self._aligned = aligned
+        pending = _Prefetch(self._fetch, list(consumer.assignment()))
         collections = Collections()
+        waits = 0
         try:
             with gc_paused():
                 while not stop.is_set() and not until():
-                    fetched = await pending.task
-                    pending = _Prefetch(self._fetch)
-                    records: list[Record] = []
-                    decoded: list[Decoded] = []
-                    for tp, (tp_records, tp_decoded, seeks) in fetched.items():
-                        if seeks != self._seeks.get(tp, 0) or tp not in self.consumer.assignment():
-                            continue
-                        chosen = select(tp, tp_records)
-                        records += tp_records[chosen]
-                        decoded += tp_decoded[chosen]
-                    if records:
-                        outcome = await self.process(records, stop, decoded=decoded)
-                        if outcome is not None:
-                            on_batch(outcome)
+                    assigned = consumer.assignment()
+                    behind = self._behind(assigned)
+                    productive = True
+                    if waits or pending.task.done() or not _ready(aligned, behind, self.batch_size):
+                        fetched = await pending.task
+                        productive = bool(fetched)
+                        self._absorb(aligned, fetched, select, assigned)
+                        behind = self._behind(assigned)
+                        pending = _Prefetch(self._fetch, self._wanted(aligned, behind, assigned))
+                    # Waiting for a partition that is behind pays while fetches bring records; a fetch that
+                    # brings none means it is slow or unreachable: go on without it until it delivers.
+                    force = not productive or waits >= len(assigned)
+                    if force:
+                        self._stalled |= {tp for tp in behind if not aligned.size(tp)}
+                    batch = aligned.take(self.batch_size, behind - self._stalled, force=force)
+                    if batch is None:
+                        waits = waits + 1 if aligned.partitions() else 0
+                        continue
+                    waits = 0
+                    outcome = await self.process(batch[0], stop, decoded=batch[1])
+                    if outcome is not None:
+                        on_batch(outcome)
                     collections.between_batches()
         finally:
+            self._aligned = None
+            for tp in aligned.partitions():
+                first = aligned.drop(tp)
+                if first is not None and tp in consumer.assignment():
+                    self.seek(tp, first.offset)
             await self._give_back(pending)
 
-    async def _fetch(self, taken: list[_Taken]) -> _Fetched:
-        """The next records per partition, decoded (yielding now and then, so the batch in flight can proceed).
+    def _wanted(
+        self,
+        aligned: TimeAligned[TopicPartition, Record, Decoded],
+        behind: set[TopicPartition],
+        assigned: set[TopicPartition],
+    ) -> list[TopicPartition]:
+        """What to fetch next: partitions holding batches back first, else those short of a batch."""
+        missing = [tp for tp in behind - self._stalled if not aligned.size(tp)]
+        return missing or [tp for tp in assigned if aligned.size(tp) < self.batch_size]
+
+    def _absorb(
+        self,
+        aligned: TimeAligned[TopicPartition, Record, Decoded],
+        fetched: _Fetched,
+        select: Callable[[TopicPartition, list[Record]], slice],
+        assigned: set[TopicPartition],
+    ) -> None:
+        """Buffer a prefetched batch's records, minus those of partitions moved or revoked since the fetch."""
+        for tp, (tp_records, tp_decoded, seeks) in fetched.items():
+            if seeks != self._seeks.get(tp, 0) or tp not in assigned:
+                continue
+            chosen = select(tp, tp_records)
+            aligned.add(tp, tp_records[chosen], tp_decoded[chosen])
+        for tp in aligned.partitions():
+            if tp not in assigned:  # revoked by a rebalance
+                aligned.drop(tp)
+
+    def _behind(self, assigned: set[TopicPartition]) -> set[TopicPartition]:
+        """Partitions with records on the broker not fetched yet (or not known to have none)."""
+        assert self.consumer is not None
+        paused = self.consumer.paused()
+        behind = set()
+        for tp in assigned:
+            if tp in paused:
+                continue
+            high = self.consumer.highwater(tp)
+            if high is None or self._fetched_to.get(tp, 0) < high:
+                behind.add(tp)
+        return behind
+
+    async def _fetch(self, taken: list[_Taken], partitions: list[TopicPartition]) -> _Fetched:
+        """The next records of ``partitions``, decoded (yielding now and then, so the batch in flight proceeds).
 
         What the consumer handed out is put in ``taken`` first, so a cancelled prefetch can be given back.
         """
         assert self.consumer is not None
-        batch = await self.consumer.getmany(timeout_ms=self.fetch_timeout_ms, max_records=self.batch_size)
+        if not partitions:
+            await asyncio.sleep(self.fetch_timeout_ms / 1000)  # nothing to fetch (no assignment, or all full)
+            return {}
+        batch = await self.consumer.getmany(*partitions, timeout_ms=self.fetch_timeout_ms, max_records=self.batch_size)
         seeks = {tp: self._seeks.get(tp, 0) for tp in batch}
         taken.extend((tp, tp_records[0].offset, seeks[tp]) for tp, tp_records in batch.items() if tp_records)
         out: _Fetched = {}
         for tp, tp_records in batch.items():
             if not tp_records:
                 continue
+            self._fetched_to[tp] = tp_records[-1].offset + 1
+            self._stalled.discard(tp)
             tp_decoded: list[Decoded] = []
             for i in range(0, len(tp_records), _DECODE_SLICE):
                 tp_decoded += decode_records(self.projection, tp_records[i : i + _DECODE_SLICE])

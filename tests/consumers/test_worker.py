@@ -119,3 +119,24 @@ async def test_a_prefetched_batch_is_dropped_when_its_partitions_were_moved(kafk
         await asyncio.wait_for(w.pump(stop, w._unapplied, w._advance, until=lambda: w.applied_total >= len(events)), 30)
     assert moved
     assert await stored_rows(pg_url, "rollouts_g1") == reference_rows(events)
+
+
+async def test_catching_up_over_two_topics_meets_a_rollouts_events_in_one_batch(kafka_bootstrap, kafka_topics, pg_url):
+    # The consumer hands out each partition in large chunks: unaligned, a rollout's enqueue (rollouts topic) and
+    # its attempts (attempts topic) would mostly land in different batches, each loading and writing its rows.
+    events = [e for i in range(100) for e in lifecycle(i)]
+    for i in range(0, len(events), 40):  # a little apart in time, as a live system writes them
+        await publish(kafka_bootstrap, kafka_topics, events[i : i + 40])
+    w = worker(kafka_bootstrap, pg_url, kafka_topics, use_group=False, batch_size=40)
+    process, batches = w.process, list[set[str]]()
+
+    async def record_batches(records: Any, stop: Any = None, *, decoded: Any = None) -> Any:
+        batches.append({r.key.decode() for r in records})
+        return await process(records, stop, decoded=decoded)
+
+    w.process = record_batches  # type: ignore[method-assign]
+    async with running(w):
+        await wait_for_total(pg_url, "rollouts_g1", len(events))
+    split = [key for key in {e.key().decode() for e in events} if sum(key in b for b in batches) > 1]
+    assert len(split) <= 20, f"{len(split)} of 100 rollouts spread over several batches"
+    assert await stored_rows(pg_url, "rollouts_g1") == reference_rows(events)

@@ -45,14 +45,15 @@ def gc_paused() -> Iterator[None]:
 
 
 class Collections:
-    """Collections between batches inside a long pause: the young generations often, the whole heap rarely.
+    """Collections between batches inside a long pause: the young generations now and then, the heap rarely.
 
-    A young collection scans only what was allocated since the previous one (about one batch), so it stays
-    cheap however large the process is; a full collection, whose cost grows with the whole heap, frees the
-    rare cycles that survived into the oldest generation.
+    A young collection scans what was allocated since the previous one and is still alive, mostly the records
+    buffered for the next batches (measured: 0.1 to 0.2 s for 40,000 records), so it runs every ten seconds; a
+    full collection, whose cost grows with the whole heap, frees the rare cycles that reached the oldest
+    generation, every five minutes.
     """
 
-    def __init__(self, every_s: float = 2.0, full_every: int = 30) -> None:
+    def __init__(self, every_s: float = 10.0, full_every: int = 30) -> None:
         self.every_s = every_s
         self.full_every = full_every
         self.rounds = 0

@@ -68,6 +68,13 @@ class TimeAligned(Generic[K, R, D]):
     def partitions(self) -> list[K]:
         return [tp for tp, part in self._parts.items() if part.records]
 
+    def earliest(self, among: set[K]) -> list[K]:
+        """The partitions of ``among`` that limit the horizon: those with nothing buffered, else the earliest."""
+        empty = [tp for tp in among if tp not in self._parts or not self._parts[tp].records]
+        if empty:
+            return empty
+        return [min(among, key=lambda tp: self._parts[tp].reach[-1])]
+
     def take(self, limit: int, behind: set[K], *, force: bool = False) -> tuple[list[R], list[D]] | None:
         """Up to ``limit`` records, oldest first, none later than the horizon; ``None`` = wait for a fetch.
 

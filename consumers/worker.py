@@ -313,9 +313,15 @@ class ProjectionWorker:
         behind: set[TopicPartition],
         assigned: set[TopicPartition],
     ) -> list[TopicPartition]:
-        """What to fetch next: partitions holding batches back first, else those short of a batch."""
-        missing = [tp for tp in behind - self._stalled if not aligned.size(tp)]
-        return missing or [tp for tp in assigned if aligned.size(tp) < self.batch_size]
+        """What to fetch next: the partitions that hold the horizon back, else any short of a batch.
+
+        Fetched while the current batch is applied, the partition that will limit the next batch is decoded by
+        the time it is needed.
+        """
+        waiting = behind - self._stalled
+        if waiting:
+            return aligned.earliest(waiting)
+        return [tp for tp in assigned if aligned.size(tp) < self.batch_size]
 
     def _absorb(
         self,
@@ -354,7 +360,8 @@ class ProjectionWorker:
         """
         assert self.consumer is not None
         if not partitions:
-            await asyncio.sleep(self.fetch_timeout_ms / 1000)  # nothing to fetch (no assignment, or all full)
+            if not self.consumer.assignment():  # no partition yet (a group member waiting for a rebalance)
+                await asyncio.sleep(self.fetch_timeout_ms / 1000)
             return {}
         batch = await self.consumer.getmany(*partitions, timeout_ms=self.fetch_timeout_ms, max_records=self.batch_size)
         seeks = {tp: self._seeks.get(tp, 0) for tp in batch}

@@ -22,7 +22,6 @@ facts, so the final rows do not depend on the order between topics.
 
 from __future__ import annotations
 
-import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, fields
 from datetime import datetime
@@ -35,7 +34,6 @@ from psycopg.types.json import set_json_dumps, set_json_loads
 
 from projections.base import Envelope, Projection
 from projections.migrations import load_package_migrations
-from projections.written_rows import WrittenRows
 from schemas import (
     AttemptFinished,
     AttemptHeartbeat,
@@ -315,76 +313,19 @@ async def load_state(conn: AsyncConnection[Any], rollout_ids: list[str]) -> Stat
     return State(rollouts, attempts)
 
 
-#: Rollouts (with their attempts) written through a connection, reused while their row is unchanged (see
-#: written_rows). Per connection, as a connection is bound to one database: xids of other clusters may collide.
-_WRITTEN: weakref.WeakKeyDictionary[AsyncConnection[Any], WrittenRows[tuple[RolloutRow, list[AttemptRow]]]] = (
-    weakref.WeakKeyDictionary()
-)
-#: About 1 KB each: covers the distance between a rollout's enqueue and its attempts in a catch-up from offset 0.
-WRITTEN_CAPACITY = 50_000
-
-
-def written_rows(conn: AsyncConnection[Any]) -> WrittenRows[tuple[RolloutRow, list[AttemptRow]]]:
-    written = _WRITTEN.get(conn)
-    if written is None:
-        written = _WRITTEN[conn] = WrittenRows(WRITTEN_CAPACITY)
-    return written
-
-
-_ROW_VERSIONS = """
-SELECT current_schema(), pg_current_xact_id()::text::bigint,
-       coalesce(array_agg(rollout_id), '{}'), coalesce(array_agg(xmin::text::bigint), '{}')
-FROM rollouts WHERE rollout_id = ANY(%s)
-"""
-
-
-async def _carried_state(conn: AsyncConnection[Any], rollout_ids: list[str]) -> tuple[State, str, int]:
-    """The rows of ``rollout_ids``: from memory where this connection wrote their current version, else loaded.
-
-    Also returns the generation schema and the current transaction id. Every touched rollout row is rewritten
-    by ``apply`` (its status is derived from its attempts), so the rollout row's ``xmin`` vouches for its
-    attempts too.
-    """
-    cur = await conn.execute(_ROW_VERSIONS, (rollout_ids,))
-    found = await cur.fetchone()
-    assert found is not None
-    schema, xid_now, ids, xmins = found
-    current = dict(zip(ids, xmins, strict=True))
-    carried = written_rows(conn).take(schema, rollout_ids, current, xid_now)
-    # Rollouts without a row are new: there is nothing to load for them (apply writes a rollout's attempts only
-    # together with its row).
-    missing = [i for i in current if i not in carried]
-    state = await load_state(conn, missing) if missing else State({}, {})
-    for rollout_id, (row, attempts) in carried.items():
-        state.rollouts[rollout_id] = row
-        for attempt in attempts:
-            state.attempts[attempt.attempt_id] = attempt
-    return state, schema, xid_now
-
-
 async def apply(envelopes: Sequence[Envelope], conn: AsyncConnection[Any]) -> None:
     """Load the touched rollouts, fold the batch into them, write them back (one statement per table)."""
     events = [_rollout_event(e.require_event()) for e in envelopes]
-    state, schema, xid_now = await _carried_state(conn, sorted({e.rollout_id for e in events}))
+    state = await load_state(conn, sorted({e.rollout_id for e in events}))
     touched = fold_all(state, events)
     touched_attempts = {
         e.attempt_id for e in events if isinstance(e, AttemptStarted | AttemptHeartbeat | AttemptFinished)
     }
     await conn.execute(_STAGES)
-    ordered = sorted(touched)
-    rollout_rows = [_rollout_values(state.rollouts[i]) for i in ordered]
+    rollout_rows = [_rollout_values(state.rollouts[i]) for i in sorted(touched)]
     await _upsert(conn, "rollouts", _ROLLOUT_COLS, rollout_rows)
     attempt_rows = [_attempt_values(state.attempts[i]) for i in sorted(touched_attempts)]
     await _upsert(conn, "attempts", _ATTEMPT_COLS, attempt_rows)
-    # One statement wrote every touched row, so they all have its (sub)transaction id as xmin.
-    cur = await conn.execute("SELECT xmin::text::bigint FROM rollouts WHERE rollout_id = %s", (ordered[0],))
-    written = await cur.fetchone()
-    assert written is not None
-    by_rollout: dict[str, list[AttemptRow]] = {}
-    for attempt in state.attempts.values():
-        by_rollout.setdefault(attempt.rollout_id, []).append(attempt)
-    rows = {i: (state.rollouts[i], by_rollout.get(i, [])) for i in ordered}
-    written_rows(conn).put(schema, written[0], xid_now, rows)
 
 
 # -- read queries (run with search_path at the active generation) --------------------------------------------------

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
 from consumers.errors import GenerationChanged, is_retriable
 from projections.base import Envelope, Projection
-from projections.dead_letters import Parked, park, parked_keys
+from projections.dead_letters import Parked, has_parked, park, parked_keys
 from projections.tracking import (
     Generation,
     TopicPartitionKey,
@@ -72,22 +72,30 @@ class Decoded(NamedTuple):
     unread: bool
     #: the event, the error that parks the record, or ``None`` (unread, or a raw projection)
     result: Event | DecodeError | None
+    #: the record as ``apply`` receives it, when it is one the projection reads (else ``None``)
+    envelope: Envelope | None
 
 
 def decode_records(projection: Projection, records: Sequence[Record]) -> list[Decoded]:
     """Decode ``records`` for ``projection``: pure CPU work, so the worker overlaps it with the previous batch."""
     out: list[Decoded] = []
+    wants, raw = projection.wants, projection.raw
     for r in records:
         headers = tuple(r.headers)
         type_name = _type_header(headers)
         result: Event | DecodeError | None = None
-        unread = type_name in EVENT_BY_TYPE and not projection.wants(type_name)
-        if not unread and not projection.raw:
-            try:
-                result = decode(r.value, headers)
-            except DecodeError as e:
-                result = e
-        out.append(Decoded(headers, type_name, unread, result))
+        unread = type_name in EVENT_BY_TYPE and not wants(type_name)
+        envelope = None
+        if not unread:
+            if not raw:
+                try:
+                    result = decode(r.value, headers)
+                except DecodeError as e:
+                    result = e
+            event = result if isinstance(result, Event) else None
+            if raw or (event is not None and wants(event.type)):
+                envelope = Envelope(r.topic, r.partition, r.offset, r.key, r.timestamp, event, r.value, headers)
+        out.append(Decoded(headers, type_name, unread, result, envelope))
     return out
 
 
@@ -109,23 +117,25 @@ class BatchProcessor:
         decoded: Sequence[Decoded] | None = None,
         rates: dict[TopicPartitionKey, float] | None = None,
     ) -> BatchOutcome:
-        """Apply ``records`` in one transaction; ``decoded`` is ``decode_records(projection, records)`` if done."""
+        """Apply ``records`` in one transaction; ``decoded`` is ``decode_records(projection, records)`` if done.
+
+        Records of a partition are in offset order; partitions may interleave.
+        """
         if decoded is None:
             decoded = decode_records(self.projection, records)
         outcome = BatchOutcome()
-        tps = {(r.topic, r.partition) for r in records}
+        runs = _runs(records)
         async with conn.transaction():
             await set_search_path(conn, self.generation.schema, local=True)
-            stored = await lock_positions(conn, self.consumer_key, tps)
-            if stored.keys() != tps:
-                await ensure_position_rows(conn, self.consumer_key, tps - stored.keys())
-                stored = await lock_positions(conn, self.consumer_key, tps)
+            stored = await lock_positions(conn, self.consumer_key, runs)
+            if stored.keys() != runs.keys():
+                await ensure_position_rows(conn, self.consumer_key, runs.keys() - stored.keys())
+                stored = await lock_positions(conn, self.consumer_key, runs)
             if self.check_generation and await generation_state(conn, self.generation) != self.generation.state:
                 raise GenerationChanged(f"{self.generation.schema} is no longer {self.generation.state}")
-            pairs = zip(records, decoded, strict=True)
-            fresh = [(r, d) for r, d in pairs if r.offset >= stored[(r.topic, r.partition)]]
-            outcome.redelivered = len(records) - len(fresh)
-            envelopes, parked = await self._sort(conn, fresh, outcome)
+            fresh_records, fresh_decoded = _unapplied(records, decoded, runs, stored)
+            outcome.redelivered = len(records) - len(fresh_records)
+            envelopes, parked = await self._sort(conn, fresh_records, fresh_decoded, outcome)
             envelopes = await self._dedupe(conn, envelopes, outcome)
             before = len(parked)
             # Keys parked while decoding already held back their later records, so apply starts unblocked.
@@ -133,39 +143,40 @@ class BatchProcessor:
             await park(conn, self.generation, parked)
             outcome.parked = len(parked)
             outcome.applied = len(envelopes) - (len(parked) - before)
-            positions = _next_positions(records, stored)
+            positions = _next_positions(records, runs, stored)
             await save_positions(conn, self.consumer_key, positions, rates or {})
             outcome.positions = {tp: pos for tp, (pos, _) in positions.items()}
-            for r in records:
-                outcome.counts[(r.topic, r.partition)] = outcome.counts.get((r.topic, r.partition), 0) + 1
+            outcome.counts = {tp: count for tp, (_, _, count) in runs.items()}
         return outcome
 
     async def _sort(
-        self, conn: AsyncConnection[Any], fresh: list[tuple[Record, Decoded]], outcome: BatchOutcome
+        self,
+        conn: AsyncConnection[Any],
+        records: list[Record],
+        decoded: list[Decoded],
+        outcome: BatchOutcome,
     ) -> tuple[list[Envelope], list[Parked]]:
         """Envelopes to apply, and records parked for decoding or for a blocked key (in log order)."""
         per_key = self.projection.per_key_ordering
-        keys = list({r.key for r, _ in fresh if r.key is not None})
-        blocked = await parked_keys(conn, self.generation, keys) if per_key else set()
+        blocked: set[bytes] = set()
+        if per_key and await has_parked(conn, self.generation):
+            blocked = await parked_keys(conn, self.generation, list({r.key for r in records if r.key is not None}))
         envelopes: list[Envelope] = []
         parked: list[Parked] = []
-        for r, (headers, type_name, unread, result) in fresh:
-            if unread:
-                outcome.skipped += 1  # known, but not read by this projection: it was not even parsed
-                continue
-            if per_key and r.key is not None and r.key in blocked:
+        for r, (_, type_name, unread, result, envelope) in zip(records, decoded, strict=True):
+            if per_key and blocked and r.key is not None and r.key in blocked and not unread:
                 parked.append(_parked(r, "blocked", "an earlier record of this key is parked", type_name))
                 continue
-            if isinstance(result, DecodeError):
-                reason = "unknown_type" if isinstance(result, UnknownEventType) else "decode"
-                parked.append(_parked(r, reason, f"{type(result).__name__}: {result}", type_name))
-                if per_key and r.key is not None:
-                    blocked.add(r.key)
+            if envelope is not None:
+                envelopes.append(envelope)
                 continue
-            if result is not None and not self.projection.wants(result.type):
-                outcome.skipped += 1
+            if not isinstance(result, DecodeError):
+                outcome.skipped += 1  # of a type this projection does not read (known ones were not even parsed)
                 continue
-            envelopes.append(Envelope(r.topic, r.partition, r.offset, r.key, r.timestamp, result, r.value, headers))
+            reason = "unknown_type" if isinstance(result, UnknownEventType) else "decode"
+            parked.append(_parked(r, reason, f"{type(result).__name__}: {result}", type_name))
+            if per_key and r.key is not None:
+                blocked.add(r.key)
         return envelopes, parked
 
     async def _dedupe(
@@ -243,16 +254,46 @@ def _type_header(headers: tuple[tuple[str, bytes], ...]) -> str | None:
     return None
 
 
+def _runs(records: Sequence[Record]) -> dict[TopicPartitionKey, tuple[int, int, int]]:
+    """Per partition: the index of its first and of its last record in ``records``, and its record count."""
+    runs: dict[TopicPartitionKey, tuple[int, int, int]] = {}
+    # Records come in runs of one partition: compare neighbours instead of hashing every record's partition.
+    start = 0
+    for i in range(1, len(records) + 1):
+        if (
+            i == len(records)
+            or records[i].partition != records[start].partition
+            or records[i].topic != records[start].topic
+        ):
+            tp = (records[start].topic, records[start].partition)
+            first, _, count = runs.get(tp, (start, 0, 0))
+            runs[tp] = (first, i - 1, count + i - start)
+            start = i
+    return runs
+
+
 def _next_positions(
-    records: Sequence[Record], stored: dict[TopicPartitionKey, int]
+    records: Sequence[Record], runs: dict[TopicPartitionKey, tuple[int, int, int]], stored: dict[TopicPartitionKey, int]
 ) -> dict[TopicPartitionKey, tuple[int, int | None]]:
-    """Per partition: the offset after its last record (never moving back) and that record's timestamp."""
+    """Per partition: the offset after its last record, and that record's timestamp (unless all were applied)."""
     out: dict[TopicPartitionKey, tuple[int, int | None]] = {}
-    for r in records:
-        tp = (r.topic, r.partition)
-        if r.offset + 1 > out.get(tp, (stored[tp], None))[0]:
-            out[tp] = (r.offset + 1, r.timestamp)
-    return {tp: out.get(tp, (stored[tp], None)) for tp in stored}
+    for tp, (_, last, _) in runs.items():
+        after = records[last].offset + 1
+        out[tp] = (after, records[last].timestamp) if after > stored[tp] else (stored[tp], None)
+    return out
+
+
+def _unapplied(
+    records: Sequence[Record],
+    decoded: Sequence[Decoded],
+    runs: dict[TopicPartitionKey, tuple[int, int, int]],
+    stored: dict[TopicPartitionKey, int],
+) -> tuple[list[Record], list[Decoded]]:
+    """The records at or after their partition's stored position (the others were applied before)."""
+    if all(records[first].offset >= stored[tp] for tp, (first, _, _) in runs.items()):
+        return list(records), list(decoded)  # nothing redelivered: the usual case
+    pairs = [(r, d) for r, d in zip(records, decoded, strict=True) if r.offset >= stored[(r.topic, r.partition)]]
+    return [r for r, _ in pairs], [d for _, d in pairs]
 
 
 def _parked(r: Record, reason: Any, error: str, type_name: str | None) -> Parked:

@@ -276,15 +276,18 @@ class ProjectionWorker:
         try:
             with gc_paused():
                 while not stop.is_set() and not until():
-                    assigned = consumer.assignment()
-                    behind = self._behind(assigned)
+                    behind = self._behind()
                     productive = True
                     if waits or pending.task.done() or not _ready(aligned, behind, self.batch_size):
                         fetched = await pending.task
                         productive = bool(fetched)
-                        self._absorb(aligned, fetched, select, assigned)
-                        behind = self._behind(assigned)
-                        pending = _Prefetch(self._fetch, self._wanted(aligned, behind, assigned))
+                        self._absorb(aligned, fetched, select)  # the assignment may have changed meanwhile
+                        behind = self._behind()
+                        pending = _Prefetch(self._fetch, self._wanted(aligned, behind))
+                    assigned = consumer.assignment()
+                    for tp in aligned.partitions():
+                        if tp not in assigned:  # revoked by a rebalance: its new owner applies it
+                            aligned.drop(tp)
                     # Waiting for a partition that is behind pays while fetches bring records; a fetch that
                     # brings none means it is slow or unreachable: go on without it until it delivers.
                     force = not productive or waits >= len(assigned)
@@ -311,7 +314,6 @@ class ProjectionWorker:
         self,
         aligned: TimeAligned[TopicPartition, Record, Decoded],
         behind: set[TopicPartition],
-        assigned: set[TopicPartition],
     ) -> list[TopicPartition]:
         """What to fetch next: the partitions that hold the horizon back, else any short of a batch.
 
@@ -321,31 +323,30 @@ class ProjectionWorker:
         waiting = behind - self._stalled
         if waiting:
             return aligned.earliest(waiting)
-        return [tp for tp in assigned if aligned.size(tp) < self.batch_size]
+        assert self.consumer is not None
+        return [tp for tp in self.consumer.assignment() if aligned.size(tp) < self.batch_size]
 
     def _absorb(
         self,
         aligned: TimeAligned[TopicPartition, Record, Decoded],
         fetched: _Fetched,
         select: Callable[[TopicPartition, list[Record]], slice],
-        assigned: set[TopicPartition],
     ) -> None:
         """Buffer a prefetched batch's records, minus those of partitions moved or revoked since the fetch."""
+        assert self.consumer is not None
+        assigned = self.consumer.assignment()
         for tp, (tp_records, tp_decoded, seeks) in fetched.items():
             if seeks != self._seeks.get(tp, 0) or tp not in assigned:
                 continue
             chosen = select(tp, tp_records)
             aligned.add(tp, tp_records[chosen], tp_decoded[chosen])
-        for tp in aligned.partitions():
-            if tp not in assigned:  # revoked by a rebalance
-                aligned.drop(tp)
 
-    def _behind(self, assigned: set[TopicPartition]) -> set[TopicPartition]:
-        """Partitions with records on the broker not fetched yet (or not known to have none)."""
+    def _behind(self) -> set[TopicPartition]:
+        """Assigned partitions with records on the broker not fetched yet (or not known to have none)."""
         assert self.consumer is not None
         paused = self.consumer.paused()
         behind = set()
-        for tp in assigned:
+        for tp in self.consumer.assignment():
             if tp in paused:
                 continue
             high = self.consumer.highwater(tp)

@@ -94,19 +94,20 @@ async def park(conn: AsyncConnection[Any], gen: Generation, records: Sequence[Pa
         )
 
 
-async def parked_keys(conn: AsyncConnection[Any], gen: Generation, keys: Sequence[bytes]) -> set[bytes]:
-    """Which of ``keys`` have a parked record (so later records of them must park behind it)."""
-    if not keys:
-        return set()
-    # Usually nothing is parked: one index probe then saves sending the batch's keys (dumping thousands of
-    # bytea values is a measurable share of a batch's time in Python).
+async def has_parked(conn: AsyncConnection[Any], gen: Generation) -> bool:
+    """Whether ``gen`` has any parked record: usually not, and one index probe then saves asking per key."""
     cur = await conn.execute(
         "SELECT EXISTS (SELECT FROM public.dead_letters WHERE projection = %s AND generation = %s "
         "AND status = 'parked')",
         (gen.projection, gen.generation),
     )
     row = await cur.fetchone()
-    if row is None or not row[0]:
+    return row is not None and bool(row[0])
+
+
+async def parked_keys(conn: AsyncConnection[Any], gen: Generation, keys: Sequence[bytes]) -> set[bytes]:
+    """Which of ``keys`` have a parked record (so later records of them must park behind it)."""
+    if not keys:
         return set()
     cur = await conn.execute(
         "SELECT DISTINCT key FROM public.dead_letters WHERE projection = %s AND generation = %s "

@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 from psycopg.rows import class_row
-from psycopg.types.json import set_json_dumps, set_json_loads
+from psycopg.types.json import Json, set_json_loads
 
 from projections.base import Envelope, Projection
 from projections.migrations import load_package_migrations
@@ -272,26 +272,15 @@ def _check_int4(cols: list[str], rows: list[tuple[Any, ...]]) -> None:
                     raise ValueError(f"{col}={row[i]} is out of range for an integer column")
 
 
-async def _upsert(conn: AsyncConnection[Any], table: str, cols: list[str], rows: list[tuple[Any, ...]]) -> None:
-    """COPY into a per-connection staging table, then one INSERT ... ON CONFLICT: much faster than row by row.
-
-    The INSERT takes its rows out of the stage (``DELETE ... RETURNING``), so a second apply in the same
-    transaction (a split batch, a dead-letter replay) finds it empty without a TRUNCATE round trip.
-    """
+async def _upsert(conn: AsyncConnection[Any], table: str, cols: list[str], rows: Sequence[Any]) -> None:
     if not rows:
         return
-    _check_int4(cols, rows)
-    stage, names = f"{table}_stage", ", ".join(cols)
-    async with conn.cursor() as cur:
-        set_json_dumps(orjson.dumps, cur)
-        async with cur.copy(f"COPY {stage} ({names}) FROM STDIN (FORMAT BINARY)") as copy:
-            copy.set_types([_PG_TYPES[c] for c in cols])
-            for row in rows:
-                await copy.write_row(row)
+    names = ", ".join(cols)
     updates = ", ".join(f"{c} = EXCLUDED.{c}" for c in cols[1:])
     await conn.execute(
-        f"WITH staged AS (DELETE FROM {stage} RETURNING {names}) "  # noqa: S608
-        f"INSERT INTO {table} ({names}) SELECT {names} FROM staged ON CONFLICT ({cols[0]}) DO UPDATE SET {updates}"
+        f"INSERT INTO {table} ({names}) SELECT {names} FROM jsonb_populate_recordset(NULL::{table}, %s::jsonb) "  # noqa: S608
+        f"ON CONFLICT ({cols[0]}) DO UPDATE SET {updates}",
+        (Json(rows, dumps=orjson.dumps),),
     )
 
 
@@ -321,11 +310,8 @@ async def apply(envelopes: Sequence[Envelope], conn: AsyncConnection[Any]) -> No
     touched_attempts = {
         e.attempt_id for e in events if isinstance(e, AttemptStarted | AttemptHeartbeat | AttemptFinished)
     }
-    await conn.execute(_STAGES)
-    rollout_rows = [_rollout_values(state.rollouts[i]) for i in sorted(touched)]
-    await _upsert(conn, "rollouts", _ROLLOUT_COLS, rollout_rows)
-    attempt_rows = [_attempt_values(state.attempts[i]) for i in sorted(touched_attempts)]
-    await _upsert(conn, "attempts", _ATTEMPT_COLS, attempt_rows)
+    await _upsert(conn, "rollouts", _ROLLOUT_COLS, [state.rollouts[i] for i in sorted(touched)])
+    await _upsert(conn, "attempts", _ATTEMPT_COLS, [state.attempts[i] for i in sorted(touched_attempts)])
 
 
 # -- read queries (run with search_path at the active generation) --------------------------------------------------

@@ -32,6 +32,7 @@ from projections.tracking import (
     set_search_path,
 )
 from schemas import EVENT_BY_TYPE, DecodeError, Event, UnknownEventType, decode
+from schemas.codec import headers_dict
 
 if TYPE_CHECKING:
     from uuid import UUID
@@ -82,14 +83,18 @@ def decode_records(projection: Projection, records: Sequence[Record]) -> list[De
     wants, raw = projection.wants, projection.raw
     for r in records:
         headers = tuple(r.headers)
-        type_name = _type_header(headers)
+        try:
+            parsed: dict[str, str] | None = headers_dict(headers)
+        except DecodeError:
+            parsed = None  # a header that is not UTF-8: decode() says so
+        type_name = (parsed.get("ce_type") or None) if parsed is not None else _type_header(headers)
         result: Event | DecodeError | None = None
         unread = type_name in EVENT_BY_TYPE and not wants(type_name)
         envelope = None
         if not unread:
             if not raw:
                 try:
-                    result = decode(r.value, headers)
+                    result = decode(r.value, headers, parsed_headers=parsed)
                 except DecodeError as e:
                     result = e
             event = result if isinstance(result, Event) else None
@@ -125,7 +130,9 @@ class BatchProcessor:
             decoded = decode_records(self.projection, records)
         outcome = BatchOutcome()
         runs = _runs(records)
-        async with conn.transaction():
+        # Pipeline mode: statements whose results are not needed yet (BEGIN, SET, the writes, the positions,
+        # COMMIT) travel together instead of one round trip each; a result that is needed syncs the pipeline.
+        async with conn.pipeline(), conn.transaction():
             await set_search_path(conn, self.generation.schema, local=True)
             stored = await lock_positions(conn, self.consumer_key, runs)
             if stored.keys() != runs.keys():

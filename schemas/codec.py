@@ -48,7 +48,12 @@ def encode(event: Event) -> tuple[bytes, list[tuple[str, bytes]]]:
     return value, headers
 
 
-def _headers_dict(headers: Iterable[tuple[str, bytes | None]] | None) -> dict[str, str]:
+def headers_dict(headers: Iterable[tuple[str, bytes | None]] | None) -> dict[str, str]:
+    """The headers as text, by name (a later header of a name wins).
+
+    Raises:
+        MalformedEvent: a header value is not UTF-8.
+    """
     out: dict[str, str] = {}
     for name, raw in headers or ():
         if raw is None:
@@ -156,11 +161,17 @@ def _decode_current(value: bytes, headers: dict[str, str]) -> Event | None:
     return event
 
 
-def decode(value: bytes | None, headers: Iterable[tuple[str, bytes | None]] | None = None) -> Event:
+def decode(
+    value: bytes | None,
+    headers: Iterable[tuple[str, bytes | None]] | None = None,
+    *,
+    parsed_headers: dict[str, str] | None = None,
+) -> Event:
     """Turn a record's value and headers into an event.
 
     Records of the current version take a fast path (see ``_decode_current``); others, and any record the fast
-    path rejects, are parsed into a dict, merged with the headers, upcast and validated.
+    path rejects, are parsed into a dict, merged with the headers, upcast and validated. ``parsed_headers``:
+    ``headers_dict(headers)``, when the caller has it already.
 
     Raises:
         MalformedEvent: not JSON, not an object, contradictory headers, or fields that fail validation.
@@ -169,7 +180,7 @@ def decode(value: bytes | None, headers: Iterable[tuple[str, bytes | None]] | No
     if value is None:
         raise MalformedEvent("the record has no value (a tombstone is not an event)")
     try:
-        fast = _decode_current(value, _headers_dict(headers))
+        fast = _decode_current(value, parsed_headers if parsed_headers is not None else headers_dict(headers))
     except MalformedEvent:
         fast = None  # a header that is not UTF-8: the general path reports it, after checking the value
     if fast is not None:
@@ -180,7 +191,7 @@ def decode(value: bytes | None, headers: Iterable[tuple[str, bytes | None]] | No
         raise MalformedEvent(f"the value is not JSON: {e}") from None
     if not isinstance(data, dict):
         raise MalformedEvent(f"the value is JSON {type(data).__name__}, not an object")
-    hdrs = _headers_dict(headers)
+    hdrs = headers_dict(headers)
     content_type = hdrs.get("content-type")
     if content_type is not None and not content_type.startswith("application/json"):
         raise MalformedEvent(f"content-type {content_type!r} is not application/json")

@@ -133,14 +133,14 @@ def test_a_decoded_event_is_the_current_class():
 def _general(value: bytes, headers: list[tuple[str, bytes]]) -> Event:
     """The general path alone (orjson -> dict -> header merge -> upcast -> validate), for comparison."""
     data = orjson.loads(value)
-    codec._merge_envelope(data, codec._headers_dict(headers))
+    codec._merge_envelope(data, codec.headers_dict(headers))
     return decode_dict(data)
 
 
 @pytest.mark.parametrize("event", sample_events(), ids=lambda e: e.type)
 def test_the_fast_path_gives_what_the_general_path_gives(event: Event):
     value, headers = encode(event)
-    fast = codec._decode_current(value, codec._headers_dict(headers))
+    fast = codec._decode_current(value, codec.headers_dict(headers))
     assert fast is not None, "a current-version record should take the fast path"
     assert fast == _general(value, headers) == event
 
@@ -151,7 +151,7 @@ def test_the_fast_path_leaves_envelope_only_in_headers_to_the_general_path():
     body = orjson.loads(value)
     del body["event_id"], body["occurred_at"]
     value = orjson.dumps(body)
-    assert codec._decode_current(value, codec._headers_dict(headers)) is None
+    assert codec._decode_current(value, codec.headers_dict(headers)) is None
     assert decode(value, headers) == event  # event_id and occurred_at come from ce_id and ce_time
 
 

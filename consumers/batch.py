@@ -6,7 +6,7 @@ The order inside the transaction is what makes the effect exactly-once:
    same partitions during a rebalance waits here, then sees the advanced positions;
 2. drop records below the stored positions (redelivered after a crash or a rebalance);
 3. skip event types the projection does not read, park undecodable records (decoding itself needs no database:
-   ``decode_records`` may run before the transaction, while the previous batch commits);
+   ``decode_records`` runs before the transaction, while the previous batch is in PostgreSQL);
 4. drop events whose ``event_id`` was already applied (a re-published event), except those of the types the
    projection applies idempotently, for which a second copy has no effect anyway;
 5. apply in savepoints, splitting the batch to isolate an event that apply rejects, which is parked;
@@ -130,9 +130,7 @@ class BatchProcessor:
             decoded = decode_records(self.projection, records)
         outcome = BatchOutcome()
         runs = _runs(records)
-        # Pipeline mode: statements whose results are not needed yet (BEGIN, SET, the writes, the positions,
-        # COMMIT) travel together instead of one round trip each; a result that is needed syncs the pipeline.
-        async with conn.pipeline(), conn.transaction():
+        async with conn.transaction():
             await set_search_path(conn, self.generation.schema, local=True)
             stored = await lock_positions(conn, self.consumer_key, runs)
             if stored.keys() != runs.keys():

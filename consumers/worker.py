@@ -47,9 +47,8 @@ FETCH_SETTINGS: dict[str, Any] = {
 }
 
 
-#: Fetches a batch may wait for a partition that is behind but has nothing buffered (see consumers.alignment).
-_ALIGNMENT_WAITS = 3
-#: Records decoded between two yields to the event loop while prefetching (a few milliseconds of work).
+#: Records decoded (or freed) between two yields to the event loop: about a millisecond of work, so the batch in
+#: flight goes on soon after PostgreSQL answers it.
 _DECODE_SLICE = 100
 #: A prefetched batch: per partition its records, their decoding, and the partition's seek count at fetch time.
 _Fetched = dict[TopicPartition, tuple[list["Record"], list[Decoded], int]]

@@ -138,7 +138,7 @@ class BatchProcessor:
                 stored = await lock_positions(conn, self.consumer_key, runs)
             if self.check_generation and await generation_state(conn, self.generation) != self.generation.state:
                 raise GenerationChanged(f"{self.generation.schema} is no longer {self.generation.state}")
-            fresh_records, fresh_decoded = _unapplied(records, decoded, runs, stored)
+            fresh_records, fresh_decoded = _from_stored(records, decoded, runs, stored)
             outcome.redelivered = len(records) - len(fresh_records)
             envelopes, parked = await self._sort(conn, fresh_records, fresh_decoded, outcome)
             envelopes = await self._dedupe(conn, envelopes, outcome)
@@ -169,7 +169,7 @@ class BatchProcessor:
         envelopes: list[Envelope] = []
         parked: list[Parked] = []
         for r, (_, type_name, unread, result, envelope) in zip(records, decoded, strict=True):
-            if per_key and blocked and r.key is not None and r.key in blocked and not unread:
+            if blocked and r.key in blocked and not unread:  # only per-key projections block keys
                 parked.append(_parked(r, "blocked", "an earlier record of this key is parked", type_name))
                 continue
             if envelope is not None:
@@ -288,7 +288,7 @@ def _next_positions(
     return out
 
 
-def _unapplied(
+def _from_stored(
     records: Sequence[Record],
     decoded: Sequence[Decoded],
     runs: dict[TopicPartitionKey, tuple[int, int, int]],

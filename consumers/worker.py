@@ -18,7 +18,7 @@ import contextlib
 import logging
 import time
 import warnings
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable
 from operator import attrgetter
 from typing import TYPE_CHECKING, Any
 
@@ -27,8 +27,9 @@ from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 
 from consumers._gc import Collections, gc_paused
 from consumers.alignment import TimeAligned
-from consumers.batch import BatchOutcome, BatchProcessor, Decoded, Record, decode_records
+from consumers.batch import BatchOutcome, BatchProcessor, Decoded, Record
 from consumers.errors import ConsumerError, GenerationChanged, is_retriable
+from consumers.prefetch import Fetched, Prefetch, Taken, decode_sliced, partitions_behind, ready, release
 from projections.tracking import Generation, ensure_active_generation, ensure_position_rows, load_positions
 
 if TYPE_CHECKING:
@@ -45,41 +46,6 @@ FETCH_SETTINGS: dict[str, Any] = {
     "fetch_max_bytes": 64 * 1024 * 1024,
     "max_partition_fetch_bytes": 4 * 1024 * 1024,
 }
-
-
-#: Records decoded (or freed) between two yields to the event loop: about a millisecond of work, so the batch in
-#: flight goes on soon after PostgreSQL answers it.
-_DECODE_SLICE = 100
-#: A prefetched batch: per partition its records, their decoding, and the partition's seek count at fetch time.
-_Fetched = dict[TopicPartition, tuple[list["Record"], list[Decoded], int]]
-#: What a prefetch took from the consumer: partition, first offset, the partition's seek count at fetch time.
-_Taken = tuple[TopicPartition, int, int]
-
-
-class _Prefetch:
-    """A fetch running in the background, and what it has taken from the consumer so far."""
-
-    def __init__(
-        self,
-        fetch: Callable[[list[_Taken], list[TopicPartition]], Coroutine[Any, Any, _Fetched]],
-        partitions: list[TopicPartition],
-    ) -> None:
-        self.taken: list[_Taken] = []
-        self.task = asyncio.create_task(fetch(self.taken, partitions))
-
-
-async def _release(*lists: list[Any]) -> None:
-    """Empty ``lists`` from the end, a slice at a time, yielding to the event loop in between."""
-    for items in lists:
-        while items:
-            del items[-_DECODE_SLICE:]
-            await asyncio.sleep(0)
-
-
-def _ready(aligned: TimeAligned[TopicPartition, Record, Decoded], behind: set[TopicPartition], size: int) -> bool:
-    """Whether a batch can be handed out without fetching first: a full one, or all there is to fetch."""
-    buffered = sum(aligned.size(tp) for tp in aligned.partitions())
-    return buffered >= size or (buffered > 0 and not behind)
 
 
 def group_id(projection: str, prefix: str) -> str:
@@ -282,21 +248,21 @@ class ProjectionWorker:
         consumer = self.consumer
         aligned: TimeAligned[TopicPartition, Record, Decoded] = TimeAligned(attrgetter("timestamp"))
         self._aligned = aligned
-        pending = _Prefetch(self._fetch, list(consumer.assignment()))
+        pending = Prefetch(self._fetch, list(consumer.assignment()))
         collections = Collections()
         waits = 0
         releasing: asyncio.Task[None] | None = None
         try:
             with gc_paused():
                 while not stop.is_set() and not until():
-                    behind = self._behind()
+                    behind = partitions_behind(consumer, self._fetched_to)
                     productive = True
-                    if waits or pending.task.done() or not _ready(aligned, behind, self.batch_size):
+                    if waits or pending.task.done() or not ready(aligned, behind, self.batch_size):
                         fetched = await pending.task
                         productive = bool(fetched)
                         self._absorb(aligned, fetched, select)  # the assignment may have changed meanwhile
-                        behind = self._behind()
-                        pending = _Prefetch(self._fetch, self._wanted(aligned, behind))
+                        behind = partitions_behind(consumer, self._fetched_to)
+                        pending = Prefetch(self._fetch, self._wanted(aligned, behind))
                     assigned = consumer.assignment()
                     for tp in aligned.partitions():
                         if tp not in assigned:  # revoked by a rebalance: its new owner applies it
@@ -312,11 +278,10 @@ class ProjectionWorker:
                         continue
                     waits = 0
                     outcome = await self.process(batch[0], stop, decoded=batch[1])
-                    # Freeing a batch (some 40,000 objects) takes as long as decoding half of one: done a slice
-                    # at a time while the next batch waits for PostgreSQL, not here between the two.
+                    # Freed during the next batch's waits for PostgreSQL, not here between the two.
                     if releasing is not None:
                         await releasing  # long done, as a rule: one release in flight at a time
-                    releasing = asyncio.create_task(_release(*batch))
+                    releasing = asyncio.create_task(release(*batch))
                     del batch
                     if outcome is not None:
                         on_batch(outcome)
@@ -350,7 +315,7 @@ class ProjectionWorker:
     def _absorb(
         self,
         aligned: TimeAligned[TopicPartition, Record, Decoded],
-        fetched: _Fetched,
+        fetched: Fetched,
         select: Callable[[TopicPartition, list[Record]], slice],
     ) -> None:
         """Buffer a prefetched batch's records, minus those of partitions moved or revoked since the fetch."""
@@ -362,20 +327,7 @@ class ProjectionWorker:
             chosen = select(tp, tp_records)
             aligned.add(tp, tp_records[chosen], tp_decoded[chosen])
 
-    def _behind(self) -> set[TopicPartition]:
-        """Assigned partitions with records on the broker not fetched yet (or not known to have none)."""
-        assert self.consumer is not None
-        paused = self.consumer.paused()
-        behind = set()
-        for tp in self.consumer.assignment():
-            if tp in paused:
-                continue
-            high = self.consumer.highwater(tp)
-            if high is None or self._fetched_to.get(tp, 0) < high:
-                behind.add(tp)
-        return behind
-
-    async def _fetch(self, taken: list[_Taken], partitions: list[TopicPartition]) -> _Fetched:
+    async def _fetch(self, taken: list[Taken], partitions: list[TopicPartition]) -> Fetched:
         """The next records of ``partitions``, decoded (yielding now and then, so the batch in flight proceeds).
 
         What the consumer handed out is put in ``taken`` first, so a cancelled prefetch can be given back.
@@ -388,20 +340,16 @@ class ProjectionWorker:
         batch = await self.consumer.getmany(*partitions, timeout_ms=self.fetch_timeout_ms, max_records=self.batch_size)
         seeks = {tp: self._seeks.get(tp, 0) for tp in batch}
         taken.extend((tp, tp_records[0].offset, seeks[tp]) for tp, tp_records in batch.items() if tp_records)
-        out: _Fetched = {}
+        out: Fetched = {}
         for tp, tp_records in batch.items():
             if not tp_records:
                 continue
             self._fetched_to[tp] = tp_records[-1].offset + 1
             self._stalled.discard(tp)
-            tp_decoded: list[Decoded] = []
-            for i in range(0, len(tp_records), _DECODE_SLICE):
-                tp_decoded += decode_records(self.projection, tp_records[i : i + _DECODE_SLICE])
-                await asyncio.sleep(0)
-            out[tp] = (tp_records, tp_decoded, seeks[tp])
+            out[tp] = (tp_records, await decode_sliced(self.projection, tp_records), seeks[tp])
         return out
 
-    async def _give_back(self, pending: _Prefetch) -> None:
+    async def _give_back(self, pending: Prefetch) -> None:
         """Cancel a prefetch and rewind the partitions it took records of, so the consumer skips no record."""
         assert self.consumer is not None
         pending.task.cancel()

@@ -5,9 +5,20 @@ from __future__ import annotations
 import contextlib
 from typing import TYPE_CHECKING, Any
 
+from fastapi.routing import APIRoute
+
 from producers.commands import ONE_OR_MANY_MODELS, router
-from producers.http import BodySizeLimit, add_schemas, install_error_answers
+from producers.http import (
+    COMMAND_RESPONSES,
+    CONFLICT_RESPONSES,
+    BodySizeLimit,
+    add_schemas,
+    install_error_answers,
+)
 from producers.idempotency import migrate_commands
+from producers.input_guard import UnsafeInputGuard
+from producers.lifecycle_routes import router as lifecycle_router
+from producers.outbox import OutboxRelay
 from producers.publisher import EventPublisher
 
 if TYPE_CHECKING:
@@ -20,19 +31,42 @@ if TYPE_CHECKING:
 
 
 def mount_commands(app: FastAPI, settings: Settings) -> None:
-    """Add the command routes, the body size limit (413) and the 422 answers naming each failing field."""
-    app.include_router(router)
+    """Add the command routes, the body size limit (413) and the 422 answers naming each failing field.
+
+    The unsafe-input guard covers every route of the app (reads too); the size limit wraps it, so an oversized
+    body is refused before the guard buffers it (the middleware added last runs first).
+    """
+    app.include_router(router, responses=COMMAND_RESPONSES)
+    app.include_router(lifecycle_router, responses=COMMAND_RESPONSES)
+    _declare_conflicts(app)
+    app.add_middleware(UnsafeInputGuard)
     app.add_middleware(BodySizeLimit, max_bytes=settings.api_max_body_bytes)
     install_error_answers(app)
     add_schemas(app, ONE_OR_MANY_MODELS)
 
 
+#: Command routes that answer 409 (FastAPI cannot see which errors an endpoint raises).
+CONFLICTING_ROUTES = frozenset({("POST", "/v1/rollouts")})
+
+
+def _declare_conflicts(app: FastAPI) -> None:
+    for route in app.routes:
+        if isinstance(route, APIRoute) and any((m, route.path) in CONFLICTING_ROUTES for m in route.methods or ()):
+            route.responses.update(CONFLICT_RESPONSES)
+
+
 @contextlib.asynccontextmanager
 async def running_commands(app: FastAPI, settings: Settings, pool: AsyncConnectionPool[Any]) -> AsyncIterator[None]:
-    """For the app's lifespan: the command tables exist and the publisher runs (stopped, flushed, on exit)."""
+    """For the app's lifespan: the command tables exist, the publisher and the outbox relay run (stopped, flushed,
+    on exit)."""
     assert settings.kafka_bootstrap is not None
+    assert settings.database_url is not None
     async with pool.connection() as conn:
         await migrate_commands(conn)
-    async with EventPublisher(settings.kafka_bootstrap, topic_prefix=settings.topic_prefix) as publisher:
+    async with (
+        EventPublisher(settings.kafka_bootstrap, topic_prefix=settings.topic_prefix) as publisher,
+        OutboxRelay(settings.database_url, publisher) as relay,
+    ):
         app.state.publisher = publisher
+        app.state.relay = relay
         yield

@@ -10,18 +10,14 @@ import uuid
 from collections import Counter
 from typing import TYPE_CHECKING, Annotated, Any
 
+import orjson
 from fastapi import APIRouter, Body, Depends, Header, Path, Query, Request
 from fastapi.exceptions import RequestValidationError
 
+from producers import lifecycle
+from producers.errors import NotPublishedYet
 from producers.http import one_or_many, one_or_many_openapi
-from producers.idempotency import (
-    confirm_rollouts,
-    ids_for_key,
-    lock_rollouts,
-    next_number,
-    request_hash,
-    reserve_rollouts,
-)
+from producers.idempotency import ids_for_key, next_number, request_hash, reserve_rollouts, stored_rollouts
 from producers.models import (
     ID_PATTERN,
     Accepted,
@@ -37,6 +33,7 @@ from producers.models import (
     SpanIn,
     SpansAccepted,
 )
+from producers.outbox import OutboxRelay
 from producers.publisher import EventPublisher
 from schemas import (
     DocumentDeleted,
@@ -45,7 +42,6 @@ from schemas import (
     Position,
     ResourcesPublished,
     RewardAssigned,
-    RolloutCancelled,
     RolloutEnqueued,
     SpanRecorded,
     to_token,
@@ -71,6 +67,11 @@ def _publisher(request: Request) -> EventPublisher:
     return publisher
 
 
+def _relay(request: Request) -> OutboxRelay:
+    relay: OutboxRelay = request.app.state.relay
+    return relay
+
+
 def _pool(request: Request) -> AsyncConnectionPool[Any]:
     pool: AsyncConnectionPool[Any] = request.app.state.pool
     return pool
@@ -85,6 +86,7 @@ def _envelope(
 
 PublisherDep = Annotated[EventPublisher, Depends(_publisher)]
 PoolDep = Annotated["AsyncConnectionPool[Any]", Depends(_pool)]
+RelayDep = Annotated[OutboxRelay, Depends(_relay)]
 EnvelopeDep = Annotated[dict[str, Any], Depends(_envelope)]
 IdPath = Annotated[str, Path(pattern=ID_PATTERN)]
 
@@ -109,9 +111,11 @@ def _accepted(events: Sequence[Event], positions: Sequence[Position]) -> dict[st
 )
 async def enqueue_rollouts(
     request: Request,
+    *,
     publisher: PublisherDep,
     pool: PoolDep,
     envelope: EnvelopeDep,
+    relay: RelayDep,
     idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key", min_length=1, max_length=200)] = None,
 ) -> RolloutsAccepted:
     """Enqueue one rollout (a JSON object) or many (an array).
@@ -130,8 +134,31 @@ async def enqueue_rollouts(
             (RolloutEnqueued(rollout_id=rollout_id, **_fields(item, "rollout_id"), **envelope), _digest(item))
             for item, rollout_id in zip(items, ids, strict=True)
         ]
-        await reserve_rollouts(conn, planned)
-        return await _publish_reserved(conn, publisher, ids)
+        fresh = await reserve_rollouts(conn, publisher, planned)
+        stored = await stored_rollouts(conn, publisher, ids)
+        waiting = [stored[i].outbox_id for i in ids if stored[i].position is None]
+        published = iter(await published_positions(relay, conn, [i for i in waiting if i is not None]))
+    events = [stored[rollout_id].event for rollout_id in ids]
+    positions = [stored[i].position or next(published) for i in ids]
+    rollouts = [
+        RolloutAccepted(rollout_id=e.rollout_id, event_id=e.event_id, created=e.rollout_id in fresh) for e in events
+    ]
+    return RolloutsAccepted(rollouts=rollouts, **_accepted(events, positions))
+
+
+#: How long a command waits for the relay to publish its events before answering 503 (they stay committed and
+#: are published when the broker is back; a retry of the same command finds them).
+PUBLISH_WAIT_S = 30.0
+
+
+async def published_positions(
+    relay: OutboxRelay, conn: AsyncConnection[Any], outbox_ids: Sequence[int]
+) -> list[Position]:
+    """Where the relay published these outbox rows; 503 (retriable) when it could not in time."""
+    try:
+        return await relay.wait_published(conn, outbox_ids, PUBLISH_WAIT_S)
+    except TimeoutError as e:
+        raise NotPublishedYet(f"accepted, but not yet on the log: {e}; retry the same request") from e
 
 
 def _digest(item: RolloutIn) -> str:
@@ -150,31 +177,28 @@ def _reject_repeated_ids(items: Sequence[RolloutIn]) -> None:
         raise RequestValidationError(errors)
 
 
-async def _publish_reserved(
-    conn: AsyncConnection[Any], publisher: EventPublisher, ids: Sequence[str]
-) -> RolloutsAccepted:
-    """Publish the reserved rollouts not yet confirmed; answer with all of them (row locks stop twins)."""
-    async with conn.transaction():
-        stored = await lock_rollouts(conn, ids)
-        fresh = [stored[rollout_id].event for rollout_id in ids if stored[rollout_id].position is None]
-        positions = await publisher.publish_many(fresh)
-        confirmed = {e.rollout_id: p for e, p in zip(fresh, positions, strict=True)}
-        await confirm_rollouts(conn, list(confirmed.items()))
-    events = [stored[rollout_id].event for rollout_id in ids]
-    all_positions = [confirmed.get(rollout_id) or stored[rollout_id].position for rollout_id in ids]
-    rollouts = [
-        RolloutAccepted(rollout_id=e.rollout_id, event_id=e.event_id, created=e.rollout_id in confirmed) for e in events
-    ]
-    return RolloutsAccepted(rollouts=rollouts, **_accepted(events, [p for p in all_positions if p is not None]))
-
-
 @router.post("/rollouts/{rollout_id}/cancel", status_code=202, response_model=Accepted)
 async def cancel_rollout(
-    rollout_id: IdPath, publisher: PublisherDep, envelope: EnvelopeDep, body: Annotated[CancelIn | None, Body()] = None
+    rollout_id: IdPath,
+    *,
+    publisher: PublisherDep,
+    pool: PoolDep,
+    relay: RelayDep,
+    envelope: EnvelopeDep,
+    body: Annotated[CancelIn | None, Body()] = None,
 ) -> Accepted:
-    """Ask for a rollout to be cancelled (the body, with a ``reason``, is optional)."""
-    event = RolloutCancelled(rollout_id=rollout_id, reason=body.reason if body else None, **envelope)
-    return Accepted(**_accepted([event], [await publisher.publish(event)]))
+    """Cancel a rollout (the body, with a ``reason``, is optional): decided at once, final.
+
+    Its attempt at work ends ``cancelled`` and its runner is told at its next report. Cancelling a rollout that
+    has already ended changes nothing and answers with no events. 404 for a rollout never enqueued.
+    """
+    reason = body.reason if body else None
+    async with pool.connection() as conn:
+        outbox_ids = await lifecycle.cancel(conn, publisher, rollout_id, reason, envelope)
+        positions = await published_positions(relay, conn, outbox_ids)
+        cur = await conn.execute("SELECT value FROM outbox WHERE id = ANY(%s) ORDER BY id", (outbox_ids,))
+        event_ids = [orjson.loads(bytes(row[0]))["event_id"] for row in await cur.fetchall()]
+    return Accepted(event_ids=event_ids, position=to_token(list(positions)))
 
 
 # -- resources and knowledge ------------------------------------------------------------------------------------

@@ -55,3 +55,22 @@ class ApiUnavailable(LightningError):
     """The command API did not answer, or answered 5xx, through the client's whole retry budget."""
 
     retriable = True
+
+
+class UnknownEntity(LightningError):
+    """A command names a rollout or attempt the write model does not know."""
+
+    http_status = 404
+
+
+class NotYourAttempt(LightningError):
+    """A runner reports about an attempt claimed by another worker."""
+
+    http_status = 409
+
+
+class NotPublishedYet(LightningError):
+    """The decision is committed, but the relay has not published its events in time (the broker is down?)."""
+
+    retriable = True
+    http_status = 503

@@ -1,13 +1,12 @@
 """What the command API remembers in PostgreSQL so that a retried command never makes a twin.
 
-Enqueueing rollouts goes through three short transactions:
+Enqueueing rollouts goes through two short transactions, and no Kafka I/O happens inside either:
 
 1. ``ids_for_key``: an Idempotency-Key is bound to the rollout ids of its first request (a retry reuses them).
-2. ``reserve_rollouts``: each rollout's event is stored *before* it is published. A rollout id that already
-   exists with a different request is a conflict and nothing is stored.
-3. ``lock_rollouts`` + ``confirm_rollouts``: under row locks (so concurrent twins wait for each other), events
-   not yet confirmed are published -- the stored ones, with their original event ids -- and their positions
-   written. A crash between publish and confirm republishes the same event, which consumers deduplicate.
+2. ``reserve_rollouts``: each new rollout's event is stored, the rollout enters the lifecycle queue and its
+   event the outbox, all at once. A rollout id that already exists with a different request is a conflict and
+   nothing is stored. The outbox relay publishes the event (the stored one, with its original event id); the
+   command answers once the relay has, with the positions (``stored_rollouts`` + the relay's waiters).
 """
 
 from __future__ import annotations
@@ -18,7 +17,9 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
+from producers import outbox
 from producers.errors import IdempotencyConflict
+from producers.lifecycle import insert_rollouts
 from projections.migrations import load_package_migrations, migrate
 from schemas import Position, RolloutEnqueued, decode, encode
 
@@ -27,6 +28,8 @@ if TYPE_CHECKING:
 
     from psycopg import AsyncConnection
     from pydantic import BaseModel
+
+    from producers.publisher import EventPublisher
 
 NAMESPACE = "commands"
 
@@ -68,15 +71,13 @@ async def ids_for_key(conn: AsyncConnection[Any], key: str, digest: str, propose
     return ids
 
 
-@dataclass(frozen=True)
-class StoredRollout:
-    rollout_id: str
-    event: RolloutEnqueued
-    position: Position | None
+async def reserve_rollouts(
+    conn: AsyncConnection[Any], publisher: EventPublisher, planned: Sequence[tuple[RolloutEnqueued, str]]
+) -> set[str]:
+    """Store each planned (event, request digest) unless its rollout id exists already; returns the new ids.
 
-
-async def reserve_rollouts(conn: AsyncConnection[Any], planned: Sequence[tuple[RolloutEnqueued, str]]) -> None:
-    """Store each planned (event, request digest) unless its rollout id exists already.
+    In the same transaction, each new rollout enters the lifecycle write model's queue and its event the outbox,
+    so the rollout is enqueued exactly once and its event published by the relay, never by this request.
 
     Raises:
         IdempotencyConflict: a rollout id exists for a different request; nothing is stored.
@@ -84,12 +85,13 @@ async def reserve_rollouts(conn: AsyncConnection[Any], planned: Sequence[tuple[R
     rows = [(e.rollout_id, digest, encode(e)[0].decode()) for e, digest in planned]
     wanted = {rollout_id: digest for rollout_id, digest, _ in rows}
     async with conn.transaction():
-        async with conn.cursor() as cur:
-            await cur.executemany(
-                "INSERT INTO command_rollouts (rollout_id, request_hash, event) VALUES (%s, %s, %s)"
-                " ON CONFLICT (rollout_id) DO NOTHING",
-                rows,
-            )
+        cur = await conn.execute(
+            "INSERT INTO command_rollouts (rollout_id, request_hash, event)"
+            " SELECT * FROM unnest(%s::text[], %s::text[], %s::text[]) ON CONFLICT (rollout_id) DO NOTHING"
+            " RETURNING rollout_id",
+            ([r[0] for r in rows], [r[1] for r in rows], [r[2] for r in rows]),
+        )
+        fresh = {row[0] for row in await cur.fetchall()}
         cur = await conn.execute(
             "SELECT rollout_id, request_hash FROM command_rollouts WHERE rollout_id = ANY(%s)", (list(wanted),)
         )
@@ -99,31 +101,54 @@ async def reserve_rollouts(conn: AsyncConnection[Any], planned: Sequence[tuple[R
                 f"rollout {clashes[0]!r} already exists with a different request"
                 + (f" (and {len(clashes) - 1} more)" if len(clashes) > 1 else "")
             )
+        await _enter_outbox(conn, publisher, [e for e, _ in planned if e.rollout_id in fresh])
+    return fresh
 
 
-async def lock_rollouts(conn: AsyncConnection[Any], rollout_ids: Sequence[str]) -> dict[str, StoredRollout]:
-    """The stored rollouts, locked until the transaction ends (call inside ``conn.transaction()``)."""
-    cur = await conn.execute(
-        'SELECT rollout_id, event, topic, "partition", "offset" FROM command_rollouts'
-        " WHERE rollout_id = ANY(%s) ORDER BY rollout_id FOR UPDATE",
-        (list(rollout_ids),),
+async def _enter_outbox(
+    conn: AsyncConnection[Any], publisher: EventPublisher, events: Sequence[RolloutEnqueued]
+) -> None:
+    await insert_rollouts(conn, events)
+    outbox_ids = await outbox.append(conn, publisher, events)
+    await conn.execute(
+        "UPDATE command_rollouts SET outbox_id = o.id FROM unnest(%s::text[], %s::bigint[]) AS o(rollout_id, id)"
+        " WHERE command_rollouts.rollout_id = o.rollout_id",
+        ([e.rollout_id for e in events], outbox_ids),
     )
-    found: dict[str, StoredRollout] = {}
-    for rollout_id, event, topic, partition, offset in await cur.fetchall():
-        decoded = decode(event.encode())
-        assert isinstance(decoded, RolloutEnqueued)
-        position = None if topic is None else Position(topic=topic, partition=partition, offset=offset)
-        found[rollout_id] = StoredRollout(rollout_id, decoded, position)
-    return found
 
 
-async def confirm_rollouts(conn: AsyncConnection[Any], confirmed: Sequence[tuple[str, Position]]) -> None:
-    """Record where the broker put each rollout's event."""
-    async with conn.cursor() as cur:
-        await cur.executemany(
-            'UPDATE command_rollouts SET topic = %s, "partition" = %s, "offset" = %s WHERE rollout_id = %s',
-            [(p.topic, p.partition, p.offset, rollout_id) for rollout_id, p in confirmed],
+@dataclass(frozen=True)
+class StoredRollout:
+    rollout_id: str
+    event: RolloutEnqueued
+    #: where the event landed when it is known here (rows confirmed before the outbox existed)
+    position: Position | None
+    outbox_id: int | None
+
+
+async def stored_rollouts(
+    conn: AsyncConnection[Any], publisher: EventPublisher, rollout_ids: Sequence[str]
+) -> dict[str, StoredRollout]:
+    """The stored rollouts; one reserved before the outbox existed and never published enters it now."""
+    async with conn.transaction():
+        cur = await conn.execute(
+            'SELECT rollout_id, event, topic, "partition", "offset", outbox_id FROM command_rollouts'
+            " WHERE rollout_id = ANY(%s) ORDER BY rollout_id FOR UPDATE",
+            (list(rollout_ids),),
         )
+        found: dict[str, StoredRollout] = {}
+        orphans: list[RolloutEnqueued] = []
+        for rollout_id, event, topic, partition, offset, outbox_id in await cur.fetchall():
+            decoded = decode(event.encode())
+            assert isinstance(decoded, RolloutEnqueued)
+            position = None if topic is None else Position(topic=topic, partition=partition, offset=offset)
+            found[rollout_id] = StoredRollout(rollout_id, decoded, position, outbox_id)
+            if position is None and outbox_id is None:
+                orphans.append(decoded)
+        if orphans:
+            await _enter_outbox(conn, publisher, orphans)
+            return await stored_rollouts(conn, publisher, rollout_ids)
+    return found
 
 
 async def next_number(conn: AsyncConnection[Any], kind: str, key: str, count: int = 1) -> int:

@@ -1,29 +1,20 @@
-"""The rollouts read model: each rollout with its attempts and a status derived from rollout and attempt events.
+"""The rollouts read model: each rollout with its attempts, and the statuses the lifecycle decider decided.
 
-Statuses follow Agent Lightning (queuing, preparing, running, succeeded, failed, cancelled, requeuing), with its
-known defects fixed:
+Statuses are never derived here. Every decision about a rollout (claim, running, finish, timeout, unresponsive,
+requeue, cancel, a late report) is taken once by the lifecycle write model (``producers/decider.py``) and
+recorded as a ``rollout.transitioned`` event numbered per rollout (``seq``). This fold keeps, for the rollout and
+for each attempt, the statuses of the highest-numbered decision it has seen: no clock and no order between the
+rollouts and attempts topics can change the outcome, and a copy of any event changes nothing (every event type is
+applied idempotently, so the engine keeps no event-id ledger for this projection).
 
-- Terminal states are final. The status is derived from the accumulated facts, and the first terminal moment
-  (by the events' recorded ``occurred_at``) wins: a cancel after a success changes nothing, a late attempt on a
-  succeeded rollout changes nothing.
-- Applying a copy of an event (same ``event_id``) changes nothing: facts are first-wins, earliest-wins,
-  latest-wins or set to the event's own values. The exception, ``RolloutRequeued`` (the newest requeue counts:
-  a late copy of an older one would undo a newer one), is deduplicated by ``event_id`` in the engine.
-- An attempt ends once: its first ``AttemptFinished`` counts, later ones (late results of a timed-out or requeued
-  attempt) are ignored, and a heartbeat does not revive an ended attempt.
-- Only the newest attempt decides a non-terminal status. A failed, timed-out or unresponsive attempt allows a
-  retry when its status is in ``retry_condition`` and its ``sequence_id < max_attempts``: the rollout is then
-  ``requeuing`` until a ``RolloutRequeued`` for that attempt puts it back to ``queuing``.
-
-Rollout events and attempt events travel on different topics, so either may arrive first: every fact is stored
-as it comes (attempts before their enqueue create a placeholder rollout) and the status is recomputed from all
-facts, so the final rows do not depend on the order between topics.
+The other events add facts, each first-wins or earliest/latest-wins so their order does not matter either: the
+enqueue's input and config, an attempt's worker and start, its error and end, heartbeat times.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, fields
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, cast
 
@@ -34,13 +25,14 @@ from psycopg.types.json import Json, set_json_loads
 from projections.base import Envelope, Projection
 from projections.migrations import load_package_migrations
 from schemas import (
+    TERMINAL_STATUSES,
     AttemptFinished,
     AttemptHeartbeat,
     AttemptStarted,
     RolloutCancelled,
-    RolloutConfig,
     RolloutEnqueued,
     RolloutRequeued,
+    RolloutTransitioned,
 )
 from schemas.topics import ATTEMPTS, ROLLOUTS
 
@@ -48,11 +40,14 @@ if TYPE_CHECKING:
     from psycopg import AsyncConnection
 
 RolloutEvent = (
-    RolloutEnqueued | RolloutCancelled | RolloutRequeued | AttemptStarted | AttemptHeartbeat | AttemptFinished
+    RolloutEnqueued
+    | RolloutCancelled
+    | RolloutRequeued
+    | RolloutTransitioned
+    | AttemptStarted
+    | AttemptHeartbeat
+    | AttemptFinished
 )
-_ATTEMPT_EVENTS = frozenset({AttemptStarted, AttemptHeartbeat, AttemptFinished})
-ENDED = frozenset({"succeeded", "failed", "timeout", "unresponsive", "cancelled"})
-RETRYABLE = frozenset({"failed", "timeout", "unresponsive"})
 
 
 @dataclass
@@ -73,6 +68,8 @@ class RolloutRow:
     end_time: datetime | None = None
     attempt_count: int = 0
     latest_attempt_id: str | None = None
+    #: the number of the newest decision applied (0: none yet, the rollout is queuing)
+    decision_seq: int = 0
 
 
 @dataclass
@@ -87,6 +84,9 @@ class AttemptRow:
     last_heartbeat_time: datetime | None = None
     error: Any = None
     metadata: Any = None
+    #: reports that came after the attempt had ended (recorded, changed nothing)
+    late_reports: int = 0
+    decision_seq: int = 0
 
 
 @dataclass
@@ -95,47 +95,83 @@ class State:
 
     rollouts: dict[str, RolloutRow]
     attempts: dict[str, AttemptRow]
-    #: configs of the rollouts enqueued by this batch, as the events carried them (no need to parse them back)
-    configs: dict[str, RolloutConfig] = field(default_factory=dict)
 
 
 # -- the fold (pure) ----------------------------------------------------------------------------------------
 def fold(state: State, event: RolloutEvent) -> None:
-    """Record one event's facts in ``state``; statuses are derived afterwards by :func:`derive`."""
+    """Record one event in ``state``."""
     row = state.rollouts.get(event.rollout_id)
     if row is None:  # not setdefault: that would build a row for every event
         row = state.rollouts[event.rollout_id] = RolloutRow(event.rollout_id)
     # ``type(...) is`` rather than isinstance: event classes are final, and this runs for every event.
     kind = type(event)
-    if kind is AttemptHeartbeat or kind is AttemptStarted or kind is AttemptFinished:
+    if kind is RolloutTransitioned:
+        _apply_decision(state, row, cast("RolloutTransitioned", event))
+    elif kind is AttemptHeartbeat or kind is AttemptStarted or kind is AttemptFinished:
         _fold_attempt(state, event)  # type: ignore[arg-type]
     elif isinstance(event, RolloutEnqueued):
         if not row.enqueued:  # creation is idempotent: the first enqueue of an id wins
             row.enqueued, row.input, row.mode = True, event.input, event.mode
             row.resources_id, row.priority, row.enqueued_at = event.resources_id, event.priority, event.occurred_at
             row.config, row.metadata = event.config.model_dump(mode="json"), event.metadata
-            state.configs[event.rollout_id] = event.config
     elif isinstance(event, RolloutCancelled):
         row.cancelled_at = _earliest(row.cancelled_at, event.occurred_at)
-    elif isinstance(event, RolloutRequeued):
-        row.requeued_after = event.after_attempt_id
+    elif isinstance(event, RolloutRequeued) and event.after_attempt_id is not None:
+        # Display only (the status comes with the decision): the requeue after the newest attempt. Attempt ids
+        # carry no order, so the newest is the one whose attempt has the highest sequence id when known.
+        row.requeued_after = _newer_attempt(state, row.requeued_after, event.after_attempt_id)
+
+
+def _apply_decision(state: State, row: RolloutRow, decision: RolloutTransitioned) -> None:
+    if decision.seq > row.decision_seq:
+        row.decision_seq, row.status = decision.seq, decision.status
+        row.attempt_count, row.latest_attempt_id = decision.attempt_count, decision.latest_attempt_id
+    # The decision that made the rollout terminal is the earliest terminal one: every later one stays terminal.
+    if decision.status in TERMINAL_STATUSES:
+        row.end_time = _earliest(row.end_time, decision.occurred_at)
+    if decision.cause == "claimed":
+        row.start_time = _earliest(row.start_time, decision.occurred_at)
+    if decision.attempt_id is None:
+        return
+    attempt = _attempt(state, decision.attempt_id, decision.rollout_id)
+    if decision.seq > attempt.decision_seq:
+        attempt.decision_seq = decision.seq
+        attempt.status = decision.attempt_status or attempt.status
+        attempt.late_reports = decision.late_reports
+    attempt.sequence_id = attempt.sequence_id or decision.attempt_sequence_id
+    attempt.worker_id = attempt.worker_id or decision.worker_id
+
+
+def _attempt(state: State, attempt_id: str, rollout_id: str) -> AttemptRow:
+    attempt = state.attempts.get(attempt_id)
+    if attempt is None:
+        attempt = state.attempts[attempt_id] = AttemptRow(attempt_id, rollout_id)
+    return attempt
+
+
+def _newer_attempt(state: State, current: str | None, candidate: str) -> str:
+    if current is None:
+        return candidate
+
+    def rank(attempt_id: str) -> tuple[int, str]:
+        found = state.attempts.get(attempt_id)
+        return ((found.sequence_id or 0) if found else 0, attempt_id)
+
+    return max(current, candidate, key=rank)
 
 
 def _fold_attempt(state: State, event: AttemptStarted | AttemptHeartbeat | AttemptFinished) -> None:
-    attempt = state.attempts.get(event.attempt_id)
-    if attempt is None:
-        attempt = state.attempts[event.attempt_id] = AttemptRow(event.attempt_id, event.rollout_id)
+    attempt = _attempt(state, event.attempt_id, event.rollout_id)
     if type(event) is AttemptHeartbeat:
         attempt.last_heartbeat_time = _latest(attempt.last_heartbeat_time, event.occurred_at)
         attempt.worker_id = attempt.worker_id or event.worker_id
-        if attempt.status == "preparing":
-            attempt.status = "running"
-    elif type(event) is AttemptStarted:
-        attempt.sequence_id, attempt.metadata = event.sequence_id, event.metadata
-        attempt.worker_id = event.worker_id or attempt.worker_id
+    elif type(event) is AttemptStarted:  # first-wins: a re-published older start never overwrites
+        attempt.sequence_id = attempt.sequence_id or event.sequence_id
+        attempt.worker_id = attempt.worker_id or event.worker_id
+        attempt.metadata = attempt.metadata or event.metadata
         attempt.start_time = _earliest(attempt.start_time, event.occurred_at)
-    elif type(event) is AttemptFinished and attempt.status not in ENDED:  # late results are ignored
-        attempt.status, attempt.end_time = event.status, event.occurred_at
+    elif type(event) is AttemptFinished and attempt.end_time is None:  # an attempt ends once
+        attempt.end_time = event.occurred_at
         attempt.error = None if event.error is None else event.error.model_dump(mode="json")
 
 
@@ -147,89 +183,12 @@ def _latest(a: datetime | None, b: datetime) -> datetime:
     return b if a is None or b > a else a
 
 
-def _retry_allowed(attempt: AttemptRow, config: RolloutConfig) -> bool:
-    return (
-        attempt.status in config.retry_condition
-        and attempt.sequence_id is not None
-        and attempt.sequence_id < config.max_attempts
-    )
-
-
-def _terminal(row: RolloutRow, attempts: list[AttemptRow], config: RolloutConfig) -> tuple[str, datetime] | None:
-    """The first terminal moment: a cancel, or the first attempt whose end leaves no retry."""
-    candidates: list[tuple[datetime, str]] = []
-    if row.cancelled_at is not None:
-        candidates.append((row.cancelled_at, "cancelled"))
-    for attempt in attempts:
-        if attempt.status not in ENDED or attempt.end_time is None:
-            break
-        if attempt.status in ("succeeded", "cancelled"):
-            candidates.append((attempt.end_time, attempt.status))
-            break
-        if not _retry_allowed(attempt, config):
-            candidates.append((attempt.end_time, "failed"))
-            break
-    if not candidates:
-        return None
-    when, status = min(candidates)
-    return status, when
-
-
-_DEFAULT_CONFIG = RolloutConfig()
-#: Validated configs by their canonical JSON: a batch derives thousands of rollouts that share a few configs.
-_CONFIGS: dict[bytes, RolloutConfig] = {}
-
-
-def _config(raw: Any) -> RolloutConfig:
-    if not raw:
-        return _DEFAULT_CONFIG
-    key = orjson.dumps(raw, option=orjson.OPT_SORT_KEYS)
-    config = _CONFIGS.get(key)
-    if config is None:
-        config = RolloutConfig.model_validate(raw)
-        if len(_CONFIGS) < 1024:  # bounded: configs are chosen per rollout by users
-            _CONFIGS[key] = config
-    return config
-
-
-def derive(row: RolloutRow, attempts: list[AttemptRow], config: RolloutConfig | None = None) -> None:
-    """Set the rollout's status and summary fields from its facts (``attempts`` of this rollout only).
-
-    ``config``: the rollout's config when at hand as an object, else it is read from ``row.config``.
-    """
-    ordered = sorted((a for a in attempts if a.sequence_id is not None), key=lambda a: a.sequence_id or 0)
-    config = config or _config(row.config)
-    row.attempt_count = len(ordered)
-    row.latest_attempt_id = ordered[-1].attempt_id if ordered else None
-    starts = [a.start_time for a in ordered if a.start_time is not None]
-    row.start_time = min(starts) if starts else None
-    terminal = _terminal(row, ordered, config)
-    if terminal is not None:
-        row.status, row.end_time = terminal
-        return
-    row.end_time = None
-    if not ordered:
-        row.status = "queuing"
-        return
-    newest = ordered[-1]
-    if newest.status in ("preparing", "running"):
-        row.status = newest.status
-    else:  # ended with a retry allowed (anything else is terminal)
-        row.status = "queuing" if row.requeued_after == newest.attempt_id else "requeuing"
-
-
 def fold_all(state: State, events: Sequence[RolloutEvent]) -> set[str]:
-    """Fold ``events`` in order and derive the statuses of the rollouts they touch; return those ids."""
+    """Fold ``events`` in order; return the ids of the rollouts they touch."""
     touched: set[str] = set()
     for event in events:
         fold(state, event)
         touched.add(event.rollout_id)
-    by_rollout: dict[str, list[AttemptRow]] = {}
-    for attempt in state.attempts.values():
-        by_rollout.setdefault(attempt.rollout_id, []).append(attempt)
-    configs = state.configs
-    for rollout_id in touched:
-        derive(state.rollouts[rollout_id], by_rollout.get(rollout_id, []), configs.get(rollout_id))
     return touched
 
 
@@ -282,7 +241,11 @@ async def apply(envelopes: Sequence[Envelope], conn: AsyncConnection[Any]) -> No
     events = cast("list[RolloutEvent]", [e.event for e in envelopes])
     state = await load_state(conn, sorted({e.rollout_id for e in events}))
     touched = fold_all(state, events)
-    touched_attempts = {e.attempt_id for e in events if type(e) in _ATTEMPT_EVENTS}  # type: ignore[union-attr]
+    touched_attempts: set[str] = set()
+    for e in events:
+        attempt_id = getattr(e, "attempt_id", None)  # attempt events, and decisions about an attempt
+        if attempt_id is not None:
+            touched_attempts.add(attempt_id)
     await _upsert(conn, "rollouts", _ROLLOUT_COLS, [state.rollouts[i] for i in sorted(touched)])
     await _upsert(conn, "attempts", _ATTEMPT_COLS, [state.attempts[i] for i in sorted(touched_attempts)])
 
@@ -326,15 +289,34 @@ async def get_rollout(conn: AsyncConnection[Any], rollout_id: str) -> tuple[Roll
 
 PROJECTION = Projection(
     name="rollouts",
-    version=1,
+    # 2: statuses come from the decider's rollout.transitioned events (v1 derived them from clocks).
+    version=2,
     topics=(ROLLOUTS, ATTEMPTS),
     event_types=frozenset(
-        {RolloutEnqueued, RolloutCancelled, RolloutRequeued, AttemptStarted, AttemptHeartbeat, AttemptFinished}
+        {
+            RolloutEnqueued,
+            RolloutCancelled,
+            RolloutRequeued,
+            RolloutTransitioned,
+            AttemptStarted,
+            AttemptHeartbeat,
+            AttemptFinished,
+        }
     ),
     migrations=tuple(load_package_migrations("projections", "sql/rollouts")),
     apply=apply,
     tables=("rollouts", "attempts"),
-    idempotent_types=frozenset({RolloutEnqueued, RolloutCancelled, AttemptStarted, AttemptHeartbeat, AttemptFinished}),
+    idempotent_types=frozenset(
+        {
+            RolloutEnqueued,
+            RolloutCancelled,
+            RolloutRequeued,
+            RolloutTransitioned,
+            AttemptStarted,
+            AttemptHeartbeat,
+            AttemptFinished,
+        }
+    ),
     per_key_ordering=True,
-    description="rollouts and their attempts, with a derived status (GET /v1/rollouts)",
+    description="rollouts and their attempts, with the statuses the lifecycle decided (GET /v1/rollouts)",
 )

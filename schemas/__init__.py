@@ -15,10 +15,12 @@ from schemas.rewards import RewardAssigned
 from schemas.rollouts import RolloutCancelled, RolloutConfig, RolloutEnqueued, RolloutMode, RolloutRequeued
 from schemas.spans import SpanEvent, SpanLink, SpanRecorded, SpanStatus
 from schemas.topics import TOPICS, TopicSpec
+from schemas.transitions import TERMINAL_STATUSES, AttemptStatus, RolloutStatus, RolloutTransitioned
 from schemas.workers import WorkerDeregistered, WorkerHeartbeat, WorkerRegistered
 
 __all__ = [
     "ANY_EVENT",
+    "TERMINAL_STATUSES",
     "EVENT_BY_TYPE",
     "EVENT_TYPES",
     "TOPICS",
@@ -28,6 +30,7 @@ __all__ = [
     "AttemptFinished",
     "AttemptHeartbeat",
     "AttemptStarted",
+    "AttemptStatus",
     "DecodeError",
     "DocumentDeleted",
     "DocumentUpserted",
@@ -47,6 +50,8 @@ __all__ = [
     "RolloutEnqueued",
     "RolloutMode",
     "RolloutRequeued",
+    "RolloutStatus",
+    "RolloutTransitioned",
     "SpanEvent",
     "SpanLink",
     "SpanRecorded",

@@ -14,6 +14,7 @@ from schemas.resources import ResourcesPublished
 from schemas.rewards import RewardAssigned
 from schemas.rollouts import RolloutCancelled, RolloutEnqueued, RolloutRequeued
 from schemas.spans import SpanRecorded
+from schemas.transitions import RolloutTransitioned
 from schemas.workers import WorkerDeregistered, WorkerHeartbeat, WorkerRegistered
 
 #: Topic of each event class; the topic's key is the event's ``key_field``.
@@ -21,6 +22,7 @@ TOPIC_BY_EVENT: dict[type[Event], topics.TopicSpec] = {
     RolloutEnqueued: topics.ROLLOUTS,
     RolloutCancelled: topics.ROLLOUTS,
     RolloutRequeued: topics.ROLLOUTS,
+    RolloutTransitioned: topics.ROLLOUTS,
     AttemptStarted: topics.ATTEMPTS,
     AttemptHeartbeat: topics.ATTEMPTS,
     AttemptFinished: topics.ATTEMPTS,
@@ -41,6 +43,7 @@ AnyEvent = Annotated[
     RolloutEnqueued
     | RolloutCancelled
     | RolloutRequeued
+    | RolloutTransitioned
     | AttemptStarted
     | AttemptHeartbeat
     | AttemptFinished
@@ -69,12 +72,16 @@ def current_version(cls: type[Event]) -> int:
 
 #: Who writes each event and who reads it, for the README's event catalogue and the AsyncAPI document.
 ROLES: dict[type[Event], tuple[str, str]] = {
-    RolloutEnqueued: ("command API `POST /v1/rollouts`, SDK", "rollouts projection (the queue)"),
-    RolloutCancelled: ("command API `POST /v1/rollouts/{id}/cancel`, SDK", "rollouts projection, runner"),
-    RolloutRequeued: ("rollouts supervisor (retry policy, watchdog)", "rollouts projection"),
-    AttemptStarted: ("runner", "rollouts projection (attempts)"),
-    AttemptHeartbeat: ("runner", "rollouts projection (watchdog liveness)"),
-    AttemptFinished: ("runner, watchdog (timeout, unresponsive)", "rollouts projection"),
+    RolloutEnqueued: ("command API `POST /v1/rollouts`, SDK, through the outbox", "rollouts projection"),
+    RolloutCancelled: ("command API `POST /v1/rollouts/{id}/cancel`, through the outbox", "rollouts projection"),
+    RolloutRequeued: ("lifecycle decider (retry policy, watchdog), through the outbox", "rollouts projection"),
+    RolloutTransitioned: (
+        "lifecycle decider (claims, runner reports, watchdog, cancel), through the outbox",
+        "rollouts projection (statuses)",
+    ),
+    AttemptStarted: ("lifecycle decider (a claim), through the outbox", "rollouts projection (attempts)"),
+    AttemptHeartbeat: ("lifecycle decider (a runner's heartbeat), through the outbox", "rollouts projection"),
+    AttemptFinished: ("lifecycle decider (runner report, watchdog, cancel), through the outbox", "rollouts projection"),
     SpanRecorded: ("command API `POST /v1/spans`, SDK, runner tracer", "spans and triplet projections"),
     RewardAssigned: ("command API `POST /v1/rewards`, SDK, runner", "triplet projection, rollouts projection"),
     ResourcesPublished: ("command API `POST /v1/resources`, SDK, algorithms", "resources projection, runner"),

@@ -5,76 +5,45 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import psycopg
 from aiokafka import AIOKafkaProducer
 
 from consumers.worker import ProjectionWorker
-from schemas import (
-    TOPIC_BY_EVENT,
-    AttemptEndStatus,
-    AttemptFinished,
-    AttemptHeartbeat,
-    AttemptStarted,
-    Event,
-    RolloutCancelled,
-    RolloutConfig,
-    RolloutEnqueued,
-    RolloutRequeued,
-    encode,
-)
-
-T0 = datetime(2025, 1, 1, tzinfo=UTC)
-
-
-def at(seconds: float) -> datetime:
-    return T0 + timedelta(seconds=seconds)
+from schemas import TOPIC_BY_EVENT, AttemptEndStatus, Event, RolloutConfig, encode
+from tests.fixtures.histories import T0, at, history  # noqa: F401 - T0 and at are used through this module
 
 
 def lifecycle(i: int, *, outcome: AttemptEndStatus = "succeeded", t: float = 0.0) -> list[Event]:
-    """A rollout enqueued, one attempt started, a heartbeat, and its end."""
-    rid, aid = f"ro-{i:05d}", f"at-{i:05d}-1"
-    return [
-        RolloutEnqueued(rollout_id=rid, input={"n": i}, mode="train", occurred_at=at(t)),
-        AttemptStarted(rollout_id=rid, attempt_id=aid, sequence_id=1, worker_id="w1", occurred_at=at(t + 1)),
-        AttemptHeartbeat(rollout_id=rid, attempt_id=aid, worker_id="w1", occurred_at=at(t + 2)),
-        AttemptFinished(rollout_id=rid, attempt_id=aid, status=outcome, occurred_at=at(t + 3)),
-    ]
+    """A rollout enqueued, claimed, running, a heartbeat, and its end: the events the decider records."""
+    h = history(f"ro-{i:05d}", t=t, input={"n": i}, mode="train").claim("w1").running().heartbeat()
+    if outcome in ("succeeded", "failed"):
+        h.finish(outcome)  # type: ignore[arg-type]
+    elif outcome == "cancelled":
+        h.cancel()
+    else:
+        h.expire(outcome)  # type: ignore[arg-type]
+    return h.events
 
 
 def retrying(i: int) -> list[Event]:
-    rid = f"ro-{i:05d}"
+    """A failed first attempt with a retry left: the rollout is requeuing."""
     config = RolloutConfig(max_attempts=2, retry_condition=("failed",))
-    return [
-        RolloutEnqueued(rollout_id=rid, input=i, config=config, occurred_at=at(0)),
-        AttemptStarted(rollout_id=rid, attempt_id=f"at-{i}-1", sequence_id=1, occurred_at=at(1)),
-        AttemptFinished(rollout_id=rid, attempt_id=f"at-{i}-1", status="failed", occurred_at=at(2)),
-    ]
+    return history(f"ro-{i:05d}", config, input=i).claim().running().finish("failed").events
 
 
 def requeued_twice(i: int) -> list[Event]:
-    """Two failed attempts, each requeued: the rollout is queuing again (a copy of the first requeue would not be)."""
-    rid = f"ro-{i:05d}"
+    """Two failed attempts, each requeued: the rollout is requeuing for its third attempt."""
     config = RolloutConfig(max_attempts=3, retry_condition=("failed",))
-    events: list[Event] = [RolloutEnqueued(rollout_id=rid, input=i, config=config, occurred_at=at(0))]
-    for n in (1, 2):
-        aid = f"at-{i}-{n}"
-        events += [
-            AttemptStarted(rollout_id=rid, attempt_id=aid, sequence_id=n, occurred_at=at(3 * n)),
-            AttemptFinished(rollout_id=rid, attempt_id=aid, status="failed", occurred_at=at(3 * n + 1)),
-            RolloutRequeued(rollout_id=rid, after_attempt_id=aid, occurred_at=at(3 * n + 2)),
-        ]
-    return events
+    h = history(f"ro-{i:05d}", config, input=i)
+    for _ in (1, 2):
+        h.claim().running().finish("failed")
+    return h.events
 
 
 def cancelled(i: int) -> list[Event]:
-    rid = f"ro-{i:05d}"
-    return [
-        RolloutEnqueued(rollout_id=rid, input=i, occurred_at=at(0)),
-        RolloutCancelled(rollout_id=rid, occurred_at=at(1)),
-    ]
+    return history(f"ro-{i:05d}", input=i).cancel().events
 
 
 async def publish(bootstrap: str, prefix: str, events: list[Event]) -> None:

@@ -1,137 +1,120 @@
-"""The rollout status fold, without I/O: statuses, retries, finality, independence from the order of topics."""
+"""The rollouts fold, without I/O: it applies the decider's decisions, whatever the order between topics, and a
+copy of any event changes nothing."""
 
 from __future__ import annotations
 
 import itertools
 
+from producers import decider
+from producers.decider import AttemptState
 from projections import rollouts
 from projections.rollouts import RolloutEvent, State, fold_all
-from schemas import (
-    AttemptEndStatus,
-    AttemptFinished,
-    AttemptHeartbeat,
-    AttemptStarted,
-    RolloutCancelled,
-    RolloutConfig,
-    RolloutEnqueued,
-    RolloutRequeued,
-)
-from tests.consumers.helpers import at
+from schemas import TOPIC_BY_EVENT, AttemptFinished, RolloutCancelled, RolloutConfig, RolloutTransitioned, TopicSpec
+from schemas.topics import ATTEMPTS, ROLLOUTS
+from tests.fixtures.histories import History, at, history
 
 RETRY = RolloutConfig(max_attempts=2, retry_condition=("failed", "timeout"))
 
 
-def status_of(*events: RolloutEvent) -> str:
+def folded(events: list[RolloutEvent]) -> State:
     state = State({}, {})
-    fold_all(state, list(events))
-    (row,) = state.rollouts.values()
-    return row.status
+    fold_all(state, events)
+    return state
 
 
-DEFAULT = RolloutConfig()
+def status_of(h: History) -> str:
+    return folded(h.events).rollouts[h.rollout_id].status  # type: ignore[arg-type]
 
 
-def enq(config: RolloutConfig = DEFAULT, t: float = 0) -> RolloutEnqueued:
-    return RolloutEnqueued(rollout_id="ro-1", input=1, config=config, occurred_at=at(t))
+def test_the_statuses_are_the_decided_ones():
+    h = history("ro-1")
+    assert status_of(h) == "queuing"
+    assert status_of(h.claim()) == "preparing"
+    assert status_of(h.running()) == "running"
+    assert status_of(h.finish("succeeded")) == "succeeded"
+    state = folded(h.events)  # type: ignore[arg-type]
+    (attempt,) = state.attempts.values()
+    assert (attempt.status, attempt.sequence_id, attempt.worker_id) == ("succeeded", 1, "w1")
+    row = state.rollouts["ro-1"]
+    assert (row.attempt_count, row.latest_attempt_id, row.decision_seq) == (1, attempt.attempt_id, 3)
+    assert row.start_time == at(1) and row.end_time == at(3)
 
 
-def start(n: int, t: float) -> AttemptStarted:
-    return AttemptStarted(rollout_id="ro-1", attempt_id=f"at-{n}", sequence_id=n, occurred_at=at(t))
+def test_retries_follow_the_decisions():
+    h = history("ro-1", RETRY).claim().running().finish("failed")
+    assert status_of(h) == "requeuing"
+    assert status_of(h.claim()) == "preparing"
+    assert status_of(h.running().finish("failed")) == "failed"  # the second attempt was the last allowed
+    state = folded(h.events)  # type: ignore[arg-type]
+    assert sorted((a.sequence_id, a.status) for a in state.attempts.values()) == [(1, "failed"), (2, "failed")]
+    assert state.rollouts["ro-1"].requeued_after == "at-ro-1-1"
 
 
-def beat(n: int, t: float) -> AttemptHeartbeat:
-    return AttemptHeartbeat(rollout_id="ro-1", attempt_id=f"at-{n}", occurred_at=at(t))
-
-
-def end(n: int, status: AttemptEndStatus, t: float) -> AttemptFinished:
-    return AttemptFinished(rollout_id="ro-1", attempt_id=f"at-{n}", status=status, occurred_at=at(t))
-
-
-def test_the_happy_path_goes_queuing_preparing_running_succeeded():
-    assert status_of(enq()) == "queuing"
-    assert status_of(enq(), start(1, 1)) == "preparing"
-    assert status_of(enq(), start(1, 1), beat(1, 2)) == "running"
-    assert status_of(enq(), start(1, 1), beat(1, 2), end(1, "succeeded", 3)) == "succeeded"
-
-
-def test_a_failure_is_retried_only_per_retry_condition_and_max_attempts():
-    assert status_of(enq(), start(1, 1), end(1, "failed", 2)) == "failed"
-    assert status_of(enq(RETRY), start(1, 1), end(1, "failed", 2)) == "requeuing"
-    assert status_of(enq(RETRY), start(1, 1), end(1, "unresponsive", 2)) == "failed"  # not in retry_condition
-    requeued = RolloutRequeued(rollout_id="ro-1", after_attempt_id="at-1", occurred_at=at(3))
-    assert status_of(enq(RETRY), start(1, 1), end(1, "failed", 2), requeued) == "queuing"
-    # The second attempt is the last one allowed (max_attempts=2): its failure is final.
-    assert status_of(enq(RETRY), start(1, 1), end(1, "timeout", 2), requeued, start(2, 4), end(2, "failed", 5)) == (
-        "failed"
-    )
-    assert status_of(enq(RETRY), start(1, 1), end(1, "failed", 2), start(2, 4), end(2, "succeeded", 5)) == "succeeded"
-
-
-def test_terminal_states_are_final():
-    cancel_late = RolloutCancelled(rollout_id="ro-1", occurred_at=at(10))
-    assert status_of(enq(), start(1, 1), end(1, "succeeded", 2), cancel_late) == "succeeded"
-    cancel_early = RolloutCancelled(rollout_id="ro-1", occurred_at=at(1.5))
-    assert status_of(enq(), start(1, 1), end(1, "succeeded", 2), cancel_early) == "cancelled"
-    # A late attempt on a succeeded rollout, and a late second result of an ended attempt, change nothing.
-    assert status_of(enq(), start(1, 1), end(1, "succeeded", 2), start(2, 3), beat(2, 4)) == "succeeded"
-    assert status_of(enq(RETRY), start(1, 1), end(1, "timeout", 2), end(1, "succeeded", 3)) == "requeuing"
-
-
-def test_only_the_newest_attempt_decides():
-    assert status_of(enq(RETRY), start(1, 1), end(1, "failed", 2), start(2, 3), beat(2, 4)) == "running"
+def test_a_late_report_is_visible_on_its_attempt_and_changes_no_status():
+    h = history("ro-1", RETRY).claim().running().expire("timeout").claim().running().finish("succeeded")
+    assert h.state is not None
+    # The first attempt's runner reports success after the watchdog timed it out.
+    old = AttemptState("at-ro-1-1", "ro-1", 1, "w1", "timeout")
+    decision = decider.finish(h.state, old, "succeeded", None, envelope={}, at=at(99))
+    assert decision.verdict is not None and decision.verdict.late and decision.verdict.cancelled
+    state = folded([*h.events, *decision.events])  # type: ignore[list-item]
+    attempts = {a.attempt_id: a for a in state.attempts.values()}
+    assert attempts["at-ro-1-1"].status == "timeout" and attempts["at-ro-1-1"].late_reports == 1
+    assert attempts["at-ro-1-2"].status == "succeeded"
+    assert state.rollouts["ro-1"].status == "succeeded" and state.rollouts["ro-1"].attempt_count == 2
 
 
 def test_the_result_does_not_depend_on_the_order_between_topics():
-    rollout_topic: list[RolloutEvent] = [
-        enq(RETRY),
-        RolloutRequeued(rollout_id="ro-1", after_attempt_id="at-1", occurred_at=at(3)),
-    ]
-    attempt_topic: list[RolloutEvent] = [start(1, 1), end(1, "failed", 2), start(2, 4), beat(2, 5)]
+    h = history("ro-1", RETRY).claim().running().heartbeat().finish("failed").claim().running().finish("succeeded")
+    on_rollouts = [e for e in h.events if _topic(e) is ROLLOUTS]
+    on_attempts = [e for e in h.events if _topic(e) is ATTEMPTS]
+    assert len(on_rollouts) + len(on_attempts) == len(h.events)
     results = set()
-    # Every interleaving that keeps each topic's own order.
-    for positions in itertools.combinations(range(6), 2):
-        r, a = iter(rollout_topic), iter(attempt_topic)
-        merged: list[RolloutEvent] = [next(r) if i in positions else next(a) for i in range(6)]
-        state = State({}, {})
-        fold_all(state, merged)
-        results.add(tuple(sorted(vars(state.rollouts["ro-1"]).items(), key=lambda kv: kv[0])).__repr__())
+    n = len(h.events)
+    for positions in itertools.islice(itertools.combinations(range(n), len(on_rollouts)), 0, None, 37):
+        r, a = iter(on_rollouts), iter(on_attempts)
+        merged = [next(r) if i in positions else next(a) for i in range(n)]
+        results.add(_snapshot(merged))  # type: ignore[arg-type]
     assert len(results) == 1
-    assert "'running'" in results.pop()
+    assert "'succeeded'" in results.pop()
+
+
+def _topic(event: object) -> TopicSpec:
+    return TOPIC_BY_EVENT[type(event)]  # type: ignore[index]
+
+
+def test_decisions_applied_in_reverse_give_the_same_rows():
+    h = history("ro-1", RETRY).claim().running().finish("failed").claim().running().finish("succeeded")
+    decisions = [e for e in h.events if isinstance(e, RolloutTransitioned)]
+    others = [e for e in h.events if not isinstance(e, RolloutTransitioned)]
+    assert _snapshot([*others, *reversed(decisions)]) == _snapshot(h.events)  # type: ignore[list-item]
 
 
 def _snapshot(events: list[RolloutEvent]) -> str:
-    state = State({}, {})
-    fold_all(state, events)
-    rows = [*state.rollouts.values(), *state.attempts.values()]
+    state = folded(events)
+    rows = [*state.rollouts.values(), *sorted(state.attempts.values(), key=lambda a: a.attempt_id)]
     return repr([sorted(vars(row).items()) for row in rows])
 
 
-def test_a_copy_of_any_event_of_an_idempotent_type_changes_nothing_wherever_it_lands():
-    # The engine tracks no event id for these types (``idempotent_types``): this is what makes that safe.
-    cancel = RolloutCancelled(rollout_id="ro-1", occurred_at=at(9))
-    history: list[RolloutEvent] = [
-        enq(RETRY),
-        start(1, 1),
-        beat(1, 2),
-        end(1, "failed", 3),
-        start(2, 4),
-        beat(2, 5),
-        beat(2, 6),
-        cancel,
-    ]
-    assert all(type(e) in rollouts.PROJECTION.idempotent_types for e in history)
-    want = _snapshot(history)
-    for i, event in enumerate(history):
-        for j in range(i + 1, len(history) + 1):
-            assert _snapshot([*history[:j], event, *history[j:]]) == want, (event.type, j)
+def test_a_copy_of_any_event_changes_nothing_wherever_it_lands():
+    # The engine tracks no event id for this projection (every type is in ``idempotent_types``): this is why.
+    h = history("ro-1", RETRY).claim().running().heartbeat().finish("failed").claim().running().cancel("stop")
+    events: list[RolloutEvent] = h.events  # type: ignore[assignment]
+    assert all(type(e) in rollouts.PROJECTION.idempotent_types for e in events)
+    assert rollouts.PROJECTION.idempotent_types == rollouts.PROJECTION.event_types
+    want = _snapshot(events)
+    assert "'cancelled'" in want
+    for i, event in enumerate(events):
+        for j in range(len(events) + 1):
+            if j != i:
+                assert _snapshot([*events[:j], event, *events[j:]]) == want, (event.type, j)
 
 
-def test_a_copy_of_an_older_requeue_would_change_the_status_so_requeues_are_deduplicated():
-    first = RolloutRequeued(rollout_id="ro-1", after_attempt_id="at-1", occurred_at=at(3))
-    second = RolloutRequeued(rollout_id="ro-1", after_attempt_id="at-2", occurred_at=at(6))
-    retry3 = RolloutConfig(max_attempts=3, retry_condition=("failed",))
-    history: list[RolloutEvent] = [enq(retry3), start(1, 1), end(1, "failed", 2), first, start(2, 4)]
-    history += [end(2, "failed", 5), second]
-    assert status_of(*history) == "queuing"
-    assert status_of(*history, first) == "requeuing"
-    assert RolloutRequeued not in rollouts.PROJECTION.idempotent_types
+def test_a_cancel_or_an_attempt_event_alone_never_sets_a_status():
+    # Statuses come from decisions only: a cancel stamped early, or an attempt's end, re-decide nothing.
+    h = history("ro-1").claim().running().finish("succeeded")
+    early_cancel = RolloutCancelled(rollout_id="ro-1", occurred_at=at(0.5))
+    stray_end = AttemptFinished(rollout_id="ro-1", attempt_id="at-ro-1-1", status="failed", occurred_at=at(0.7))
+    state = folded([early_cancel, stray_end, *h.events])  # type: ignore[list-item]
+    assert state.rollouts["ro-1"].status == "succeeded"
+    assert state.attempts["at-ro-1-1"].status == "succeeded"

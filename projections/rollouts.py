@@ -278,6 +278,19 @@ async def list_rollouts(
         return await rows.fetchall(), int(total_row[0]) if total_row else 0
 
 
+async def get_attempts(conn: AsyncConnection[Any], attempt_ids: Sequence[str]) -> dict[str, AttemptRow]:
+    """Attempts by id (those that exist)."""
+    if not attempt_ids:
+        return {}
+    async with conn.cursor(row_factory=class_row(AttemptRow)) as cur:
+        set_json_loads(orjson.loads, cur)
+        await cur.execute(
+            f"SELECT {', '.join(_ATTEMPT_COLS)} FROM attempts WHERE attempt_id = ANY(%s)",  # noqa: S608
+            (list(attempt_ids),),
+        )
+        return {a.attempt_id: a for a in await cur.fetchall()}
+
+
 async def get_rollout(conn: AsyncConnection[Any], rollout_id: str) -> tuple[RolloutRow, list[AttemptRow]] | None:
     """One rollout and its attempts in sequence order, or ``None``."""
     state = await load_state(conn, [rollout_id])

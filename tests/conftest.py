@@ -1,1 +1,1 @@
-pytest_plugins = ("tests.fixtures.kafka", "tests.fixtures.pg")
+pytest_plugins = ("tests.fixtures.kafka", "tests.fixtures.pg", "tests.fixtures.llm")

@@ -25,7 +25,8 @@ def register(subparsers: Any) -> None:
     up.add_argument(
         "--accept-log-reset",
         action="store_true",
-        help="when the broker's log was reset, drop stored consumer positions and start the read models over",
+        help="when the broker's log was reset and cannot be restored exactly: accept the loss, start the read "
+        "models over (the event archive is always kept)",
     )
     up.set_defaults(func=cmd_up)
     down = subparsers.add_parser("down", help="stop the stack running on the data directory")
@@ -91,6 +92,8 @@ async def _up(stack: Any) -> int:
     print(f"  postgres            {stack.database_url}")
     if stack.api_url:
         print(f"  api                 {stack.api_url}  (docs at {stack.api_url}/docs)")
+    if stack.llm_endpoint:
+        print(f"  llm                 {stack.llm_endpoint}  ({stack.llm_model})")
     print("Ctrl-C or `agl down` stops everything.", flush=True)
     try:
         await stack.watch(stop)
@@ -131,6 +134,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 async def _status(settings: Settings) -> int:
+    from agl.stack.llm import llm_up
     from agl.stack.probes import http_up, kafka_up, postgres_up
     from agl.stack.state import StackLock, read_state
 
@@ -146,6 +150,9 @@ async def _status(settings: Settings) -> int:
     rows.append(("broker", f"{kind} {bootstrap}", await kafka_up(bootstrap) if bootstrap else "not configured"))
     rows.append(("postgres", str(database_url), await postgres_up(database_url) if database_url else "not configured"))
     rows.append(("api", str(api_url), await http_up(f"{api_url}/healthz") if api_url else "not configured"))
+    llm_endpoint = settings.llm_endpoint or (state.llm_endpoint if state else None)
+    if llm_endpoint:
+        rows.append(("llm", llm_endpoint, await llm_up(llm_endpoint)))
     if state is not None:
         print(f"stack     up    supervisor pid {state.pid}, started {state.started_at}, data in {settings.data_dir}")
     for name, where, problem in rows:

@@ -23,7 +23,15 @@ import psycopg
 from agl.errors import ConfigError, StackError
 from agl.stack._process import ManagedProcess, require_free_port
 from agl.stack.brokers import ApacheKafka, BrokerInfo, Tansu, java_available
-from agl.stack.log_epoch import EpochOutcome, ensure_log_epoch, read_log_epoch, reconcile_log_epoch, write_log_epoch
+from agl.stack.llm import EmbeddedLLM, choose_port, publish_default_resources, remember_port
+from agl.stack.log_epoch import (
+    EpochOutcome,
+    ensure_log_epoch,
+    read_log_epoch,
+    reconcile_log_epoch,
+    settle_archive_at_stop,
+    write_log_epoch,
+)
 from agl.stack.postgres import EmbeddedPostgres
 from agl.stack.state import StackLock, StackState, clear_state, ensure_data_dir, write_state
 from consumers.restore import RestoreReport, restore_from_archive
@@ -40,7 +48,7 @@ log = logging.getLogger(__name__)
 
 TANSU_WARNING = "warning: Tansu keeps its whole history in memory: stopping the stack loses every topic and record"
 #: Projections `agl up` keeps up to date, each in its own supervised process.
-PROJECTION_WORKERS = ("rollouts", "archive")
+PROJECTION_WORKERS = ("rollouts", "archive", "resources", "workers")
 #: A service that crashes more often than this within a minute is not restarted again.
 MAX_RESTARTS_PER_MINUTE = 5
 
@@ -89,6 +97,11 @@ class Stack:
         self._lock = StackLock(self.data_dir)
         self._broker: ApacheKafka | Tansu | None = None
         self._postgres: EmbeddedPostgres | None = None
+        self._llm: EmbeddedLLM | None = None
+        #: Resolved before anything starts: an external endpoint without a model name is a ConfigError.
+        self.llm_model = settings.resolved_llm_model()
+        self.llm_endpoint: str | None = settings.llm_endpoint
+        self.log_epoch: str | None = None
         self._services: dict[str, tuple[ServiceSpec, ManagedProcess]] = {}
         self.broker_info: BrokerInfo | None = None
         self.database_url: str | None = None
@@ -133,8 +146,13 @@ class Stack:
             self._broker = Tansu(data_dir=self.data_dir / "tansu", port=s.kafka_port)
         if s.database_url is None:
             self._postgres = EmbeddedPostgres(data_dir=self.data_dir / "postgres" / "data", port=s.postgres_port)
-        starts = [c.start(s.startup_timeout_s) for c in (self._broker, self._postgres) if c is not None]
-        # Both start at once; the first failure is raised as itself (not an ExceptionGroup) so the CLI can
+        if s.llm_endpoint is None:
+            llm_port = choose_port(s)
+            remember_port(self.data_dir, llm_port)
+            self._llm = EmbeddedLLM(port=llm_port, log_path=self.data_dir / "logs" / "llm.log", model=self.llm_model)
+            self.llm_endpoint = self._llm.endpoint
+        starts = [c.start(s.startup_timeout_s) for c in self._infra() if c is not None]
+        # They start at once; the first failure is raised as itself (not an ExceptionGroup) so the CLI can
         # print it on one line, and stop() cleans up whichever did start.
         for outcome in await asyncio.gather(*starts, return_exceptions=True):
             if isinstance(outcome, BaseException):
@@ -155,7 +173,24 @@ class Stack:
             await self.start_service(
                 ServiceSpec(f"projection-{name}", [sys.executable, "-m", "agl", "projections", "run", name])
             )
+        await self.start_service(ServiceSpec("watchdog", [sys.executable, "-m", "agl", "watchdog"]))
+        await self._publish_default_llm()
         self._write_state()
+
+    def _infra(self) -> tuple[ApacheKafka | Tansu | EmbeddedPostgres | EmbeddedLLM | None, ...]:
+        """The components services depend on: started before them, stopped after them."""
+        return (self._broker, self._postgres, self._llm)
+
+    async def _publish_default_llm(self) -> None:
+        """Make the LLM the ``default`` resources, unless that is already the latest version (see llm.py)."""
+        assert self.api_url is not None and self.database_url is not None and self.llm_endpoint is not None
+        version = await publish_default_resources(
+            api_url=self.api_url, database_url=self.database_url, data_dir=self.data_dir,
+            endpoint=self.llm_endpoint, model=self.llm_model, api_key_ref=self.settings.llm_api_key_ref,
+            log_epoch=self.log_epoch,
+        )  # fmt: skip
+        if version is not None:
+            log.info("published %s at %s as resources 'default' version %d", self.llm_model, self.llm_endpoint, version)
 
     async def _prepare_data(self, bootstrap: str, database_url: str) -> None:
         async with await psycopg.AsyncConnection.connect(database_url, autocommit=True) as conn:
@@ -166,10 +201,13 @@ class Stack:
             if await read_log_epoch(bootstrap, meta_topic) is None:
                 # A log with no epoch is new, or was reset (Tansu forgets everything): restore it if we can.
                 event_topics = [t.full_name(prefix) for t in TOPICS if t is not META]
-                self.restored = await restore_from_archive(conn, bootstrap, event_topics)
+                self.restored = await restore_from_archive(
+                    conn, bootstrap, event_topics, accept_loss=self.accept_log_reset
+                )
                 if self.restored is not None:
                     await write_log_epoch(bootstrap, meta_topic, self.restored.epoch)
             epoch = await ensure_log_epoch(bootstrap, meta_topic)
+            self.log_epoch = epoch
             self.epoch_outcome = await reconcile_log_epoch(conn, epoch, accept_reset=self.accept_log_reset)
 
     def child_env(self) -> dict[str, str]:
@@ -185,6 +223,9 @@ class Stack:
             AGL_TOPIC_PREFIX=self.settings.topic_prefix,
             AGL_BROKER_KIND=self.broker_info.kind,
         )
+        if self.llm_endpoint is not None:
+            # What workers call when a rollout names no resources; the published `default` says the same.
+            env.update(AGL_LLM_ENDPOINT=self.llm_endpoint, AGL_LLM_MODEL=self.llm_model)
         return env
 
     async def start_service(self, spec: ServiceSpec) -> None:
@@ -199,7 +240,7 @@ class Stack:
     def _write_state(self) -> None:
         assert self.broker_info is not None and self.database_url is not None
         components = {name: proc.pid for name, (_, proc) in self._services.items() if proc.pid}
-        for name, component in (("broker", self._broker), ("postgres", self._postgres)):
+        for name, component in (("broker", self._broker), ("postgres", self._postgres), ("llm", self._llm)):
             if component is not None and component.process is not None and component.process.pid:
                 components[name] = component.process.pid
         write_state(
@@ -213,14 +254,16 @@ class Stack:
                 durable_log=self.broker_info.durable,
                 started_at=datetime.now(UTC).isoformat(),
                 components=components,
+                llm_endpoint=self.llm_endpoint,
+                llm_model=self.llm_model,
             ),
         )
 
     # -- watch ---------------------------------------------------------------------------------------------
     async def watch(self, stop: asyncio.Event, poll_s: float = 0.5) -> None:
-        """Return when ``stop`` is set; restart crashed services; raise if the broker or PostgreSQL dies."""
+        """Return when ``stop`` is set; restart crashed services; raise if the broker, PostgreSQL or the LLM dies."""
         while not stop.is_set():
-            for component in (self._broker, self._postgres):
+            for component in self._infra():
                 proc = None if component is None else component.process
                 if proc is not None and not proc.running():
                     raise StackError(
@@ -249,8 +292,19 @@ class Stack:
         """Stop services, then broker and PostgreSQL. Safe to call twice and after a failed start."""
         services = list(self._services.values())
         self._services.clear()
+        archive = next((proc for spec, proc in services if spec.name == "projection-archive"), None)
+        if archive is not None and self.broker_info is not None and not self.broker_info.durable and self.database_url:
+            # This broker forgets its log: stop the writers, then let the archive store every record first.
+            await asyncio.gather(*(proc.stop_async() for _, proc in services if proc is not archive))
+            warning = await settle_archive_at_stop(
+                self.database_url, self.broker_info.bootstrap,
+                [t.full_name(self.settings.topic_prefix) for t in TOPICS if t is not META],
+                archive_running=archive.running,
+            )  # fmt: skip
+            if warning:
+                print(warning, file=sys.stderr)
         await asyncio.gather(*(proc.stop_async() for _, proc in services))
-        infra = [c for c in (self._broker, self._postgres) if c is not None]
+        infra = [c for c in self._infra() if c is not None]
         await asyncio.gather(*(c.stop() for c in infra))
         clear_state(self.data_dir)
         self._lock.release()

@@ -29,6 +29,8 @@ class StackState:
     durable_log: bool
     started_at: str
     components: dict[str, int] = field(default_factory=dict)
+    llm_endpoint: str | None = None
+    llm_model: str | None = None
 
     def describe(self) -> str:
         lines = [
@@ -37,6 +39,8 @@ class StackState:
         ]
         if self.api_url:
             lines.append(f"api                 {self.api_url}")
+        if self.llm_endpoint:
+            lines.append(f"llm                 {self.llm_endpoint}  ({self.llm_model})")
         return "\n".join(lines)
 
 

@@ -5,16 +5,21 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, HTTPException, Query, Request
-from pydantic import BaseModel
+from fastapi import APIRouter, HTTPException, Path, Query, Request
+from pydantic import BaseModel, Field
 
-from projections.reading import reading, wait_for_token
-from projections.rollouts import PROJECTION, AttemptRow, RolloutRow, get_rollout, list_rollouts
+from producers.http import ErrorAnswer
+from projections.reading import READ_RESPONSES, reading, wait_for_token
+from projections.rollouts import PROJECTION, AttemptRow, RolloutRow, get_attempts, get_rollout, list_rollouts
+from schemas import RolloutMode, RolloutStatus
+from schemas.bounds import BIGINT_MAX, ID_PATTERN, Id
 
-router = APIRouter(prefix="/v1/rollouts", tags=["rollouts"])
+router = APIRouter(prefix="/v1/rollouts", tags=["rollouts"], responses=READ_RESPONSES)
 
 #: How long a read may wait for ``?after=`` at most, whatever ``wait_ms`` asks.
 MAX_WAIT_MS = 30_000
+#: A token names one position per partition: a few thousand characters cover any deployment.
+MAX_TOKEN_LENGTH = 10_000
 
 
 class AttemptOut(BaseModel):
@@ -27,6 +32,7 @@ class AttemptOut(BaseModel):
     last_heartbeat_time: datetime | None
     error: Any = None
     metadata: Any = None
+    late_reports: int = Field(default=0, description="reports that came after the attempt had ended (changed nothing)")
 
 
 class RolloutOut(BaseModel):
@@ -45,6 +51,7 @@ class RolloutOut(BaseModel):
     end_time: datetime | None
     attempt_count: int
     latest_attempt_id: str | None
+    latest_attempt: AttemptOut | None = Field(default=None, description="the newest attempt, inline")
 
 
 class RolloutDetail(RolloutOut):
@@ -58,9 +65,9 @@ class RolloutPage(BaseModel):
     offset: int
 
 
-def _out(row: RolloutRow) -> RolloutOut:
+def _out(row: RolloutRow, latest: AttemptRow | None = None) -> RolloutOut:
     data = {k: v for k, v in vars(row).items() if k in RolloutOut.model_fields}
-    return RolloutOut(**data)
+    return RolloutOut(**data, latest_attempt=None if latest is None else _attempt(latest))
 
 
 def _attempt(row: AttemptRow) -> AttemptOut:
@@ -71,10 +78,14 @@ async def _wait(request: Request, conn: Any, after: str | None, wait_ms: int) ->
     if after:
         prefix: str = request.app.state.settings.topic_prefix
         timeout = min(wait_ms, MAX_WAIT_MS) / 1000
-        await wait_for_token(conn, PROJECTION, after, topic_prefix=prefix, timeout_s=timeout)
+        kafka = request.app.state.kafka
+        await wait_for_token(conn, PROJECTION, after, topic_prefix=prefix, timeout_s=timeout, kafka=kafka)
 
 
-AfterQuery = Annotated[str | None, Query(description="a position token from the command API: wait until applied")]
+AfterQuery = Annotated[
+    str | None,
+    Query(max_length=MAX_TOKEN_LENGTH, description="a position token from the command API: wait until applied"),
+]
 WaitQuery = Annotated[int, Query(ge=0, le=MAX_WAIT_MS, description="how long to wait for ?after=, in ms")]
 
 
@@ -82,11 +93,11 @@ WaitQuery = Annotated[int, Query(ge=0, le=MAX_WAIT_MS, description="how long to 
 async def list_route(
     request: Request,
     *,
-    status: Annotated[list[str], Query()] = [],  # noqa: B006 - FastAPI copies query defaults
-    mode: str | None = None,
-    rollout_id: Annotated[list[str], Query()] = [],  # noqa: B006
+    status: Annotated[list[RolloutStatus], Query()] = [],  # noqa: B006 - FastAPI copies query defaults
+    mode: RolloutMode | None = None,
+    rollout_id: Annotated[list[Id], Query(max_length=1000)] = [],  # noqa: B006
     limit: Annotated[int, Query(ge=1, le=1000)] = 50,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=BIGINT_MAX)] = 0,
     after: AfterQuery = None,
     wait_ms: WaitQuery = 5000,
 ) -> RolloutPage:
@@ -97,12 +108,22 @@ async def list_route(
             rows, total = await list_rollouts(
                 conn, status=status, mode=mode, rollout_ids=rollout_id, limit=limit, offset=offset
             )
-    return RolloutPage(items=[_out(r) for r in rows], total=total, limit=limit, offset=offset)
+            latest = await get_attempts(conn, [r.latest_attempt_id for r in rows if r.latest_attempt_id])
+    items = [_out(r, latest.get(r.latest_attempt_id or "")) for r in rows]
+    return RolloutPage(items=items, total=total, limit=limit, offset=offset)
 
 
-@router.get("/{rollout_id}", response_model=RolloutDetail)
+@router.get(
+    "/{rollout_id}",
+    response_model=RolloutDetail,
+    responses={404: {"model": ErrorAnswer, "description": "no such rollout"}},
+)
 async def get_route(
-    request: Request, rollout_id: str, *, after: AfterQuery = None, wait_ms: WaitQuery = 5000
+    request: Request,
+    rollout_id: Annotated[str, Path(pattern=ID_PATTERN)],
+    *,
+    after: AfterQuery = None,
+    wait_ms: WaitQuery = 5000,
 ) -> RolloutDetail:
     """One rollout with its attempts."""
     async with request.app.state.pool.connection() as conn:
@@ -112,4 +133,5 @@ async def get_route(
     if found is None:
         raise HTTPException(404, f"no rollout {rollout_id!r}")
     row, attempts = found
-    return RolloutDetail(**_out(row).model_dump(), attempts=[_attempt(a) for a in attempts])
+    latest = next((a for a in attempts if a.attempt_id == row.latest_attempt_id), None)
+    return RolloutDetail(**_out(row, latest).model_dump(), attempts=[_attempt(a) for a in attempts])

@@ -86,6 +86,9 @@ async def test_a_rollout_runs_to_succeeded_and_the_read_model_shows_the_decision
         (attempt,) = rollout["attempts"]
         assert (attempt["status"], attempt["worker_id"], attempt["sequence_id"]) == ("succeeded", "w1", 1)
         assert rollout["attempt_count"] == 1 and rollout["end_time"] is not None
+        assert rollout["latest_attempt"]["attempt_id"] == claim["attempt_id"]
+        listed = (await api.get("/v1/rollouts")).json()["items"]
+        assert listed[0]["latest_attempt"]["status"] == "succeeded"
 
 
 async def test_reports_about_unknown_or_foreign_attempts_are_refused(api):

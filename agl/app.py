@@ -8,18 +8,41 @@ from typing import TYPE_CHECKING, Any
 from aiokafka import AIOKafkaClient
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
-from psycopg_pool import AsyncConnectionPool
+from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from agl.errors import LightningError
 from consumers.routes import router as projections_router
 from consumers.routes import stalled_projections
 from producers.api import mount_commands, running_commands
+from projections.routes.history import router as history_router
+from projections.routes.resources import router as resources_router
 from projections.routes.rollouts import router as rollouts_router
+from projections.routes.workers import router as workers_router
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
 
     from agl.config import Settings
+
+
+#: What a 503 answer asks a client to wait before retrying, in seconds.
+RETRY_AFTER_S = 1
+
+
+def _install_error_answers(app: FastAPI) -> None:
+    """Our errors answer their ``http_status``; a 503 always says when to come back (Retry-After)."""
+
+    @app.exception_handler(LightningError)
+    async def _lightning_error(_: Request, exc: LightningError) -> JSONResponse:
+        status = getattr(exc, "http_status", None) or (503 if exc.retriable else 400)
+        headers = {"Retry-After": str(RETRY_AFTER_S)} if status == 503 else None
+        return JSONResponse({"detail": str(exc)}, status_code=status, headers=headers)
+
+    @app.exception_handler(PoolTimeout)
+    async def _pool_exhausted(_: Request, exc: PoolTimeout) -> JSONResponse:
+        # Every PostgreSQL connection is busy: a client should come back shortly, not see a server error.
+        detail = f"the service is busy (no database connection free: {exc}); retry shortly"
+        return JSONResponse({"detail": detail}, status_code=503, headers={"Retry-After": str(RETRY_AFTER_S)})
 
 
 def create_app(settings: Settings) -> FastAPI:
@@ -32,7 +55,12 @@ def create_app(settings: Settings) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         async with contextlib.AsyncExitStack() as stack:
             pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
-                database_url, min_size=1, max_size=10, open=False, kwargs={"autocommit": True}
+                database_url,
+                min_size=1,
+                max_size=settings.api_pool_size,
+                timeout=settings.api_pool_timeout_s,
+                open=False,
+                kwargs={"autocommit": True},
             )
             await pool.open()
             stack.push_async_callback(pool.close)
@@ -47,13 +75,13 @@ def create_app(settings: Settings) -> FastAPI:
 
     app = FastAPI(title="Agent Lightning ES", version="0.1.0", lifespan=lifespan)
 
-    @app.exception_handler(LightningError)
-    async def _lightning_error(_: Request, exc: LightningError) -> JSONResponse:
-        status = getattr(exc, "http_status", None) or (503 if exc.retriable else 400)
-        return JSONResponse({"detail": str(exc)}, status_code=status)
+    _install_error_answers(app)
 
     mount_commands(app, settings)
     app.include_router(rollouts_router)
+    app.include_router(history_router)
+    app.include_router(resources_router)
+    app.include_router(workers_router)
     app.include_router(projections_router)
 
     @app.get("/healthz", tags=["health"])

@@ -48,6 +48,10 @@ class Settings(BaseSettings):
     api_max_body_bytes: int = Field(
         default=8 * 1024 * 1024, ge=1024, description="larger command bodies are answered 413"
     )
+    api_pool_size: int = Field(default=10, ge=1, le=1000, description="PostgreSQL connections of one API process")
+    api_pool_timeout_s: float = Field(
+        default=10.0, gt=0, description="a request waiting longer for a connection is answered 503 with Retry-After"
+    )
     topic_prefix: str = Field(default="", description="prefix of every topic name, to share one cluster")
     startup_timeout_s: float = Field(default=60.0, gt=0)
     llm_endpoint: str | None = Field(

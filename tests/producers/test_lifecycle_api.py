@@ -169,3 +169,21 @@ async def test_a_long_poll_wakes_when_a_rollout_is_enqueued(api):
     (claim,) = await asyncio.wait_for(waiter, 5)
     assert claim["rollout_id"] == "ro-1"
     assert asyncio.get_running_loop().time() - started < 3
+
+
+async def test_a_busy_pool_answers_503_with_retry_after(kafka_bootstrap, kafka_topics, pg_url):
+    import httpx
+    from asgi_lifespan import LifespanManager
+
+    from agl.app import create_app
+    from tests.producers.conftest import api_settings
+
+    app = create_app(api_settings(kafka_bootstrap, pg_url, kafka_topics, api_pool_size=1, api_pool_timeout_s=0.3))
+    async with (
+        LifespanManager(app, startup_timeout=60),
+        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://api") as api,
+    ):
+        async with app.state.pool.connection():  # the one connection is taken
+            answer = await api.post("/v1/rollouts", json={"input": 1})
+            assert answer.status_code == 503 and answer.headers["Retry-After"] == "1", answer.text
+        assert (await api.post("/v1/rollouts", json={"input": 1})).status_code == 202

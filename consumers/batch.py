@@ -4,7 +4,9 @@ The order inside the transaction is what makes the effect exactly-once:
 
 1. lock this projection's position rows of the batch's partitions (``FOR UPDATE``): a second instance holding the
    same partitions during a rebalance waits here, then sees the advanced positions;
-2. drop records below the stored positions (redelivered after a crash or a rebalance);
+2. drop records below the stored positions (redelivered after a crash or a rebalance), then, for projections
+   that ``lock_keys``, lock each record key (advisory locks, in one global order): whatever instance folds an
+   entity waits for any other batch of that entity (an overlap during a rebalance, a second topic) to commit;
 3. skip event types the projection does not read, park undecodable records (decoding itself needs no database:
    ``decode_records`` runs before the transaction, while the previous batch is in PostgreSQL);
 4. drop events whose ``event_id`` was already applied (a re-published event), except those of the types the
@@ -15,7 +17,8 @@ The order inside the transaction is what makes the effect exactly-once:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import hashlib
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
@@ -140,6 +143,8 @@ class BatchProcessor:
                 raise GenerationChanged(f"{self.generation.schema} is no longer {self.generation.state}")
             fresh_records, fresh_decoded = _from_stored(records, decoded, runs, stored)
             outcome.redelivered = len(records) - len(fresh_records)
+            if self.projection.lock_keys:
+                await lock_keys(conn, self.generation.schema, (r.key for r in fresh_records))
             envelopes, parked = await self._sort(conn, fresh_records, fresh_decoded, outcome)
             envelopes = await self._dedupe(conn, envelopes, outcome)
             before = len(parked)
@@ -238,6 +243,29 @@ class BatchProcessor:
         middle = len(envelopes) // 2
         await self._apply_split(conn, envelopes[:middle], parked, blocked)
         await self._apply_split(conn, envelopes[middle:], parked, blocked)
+
+
+def key_lock_ids(namespace: str, keys: Iterable[bytes | None]) -> list[int]:
+    """Advisory lock ids of the distinct keys, sorted: every transaction takes them in the same order.
+
+    64-bit ids from a hash of the namespace (the generation's schema) and the key: ``hashtext`` gives 32 bits,
+    and a collision would only make two entities wait for each other, but sorting by id (not by key) is what
+    keeps colliding keys from deadlocking.
+    """
+    prefix = namespace.encode() + b"\0"
+    ids = {
+        int.from_bytes(hashlib.blake2b(prefix + key, digest_size=8).digest(), "big", signed=True)
+        for key in keys
+        if key is not None
+    }
+    return sorted(ids)
+
+
+async def lock_keys(conn: AsyncConnection[Any], namespace: str, keys: Iterable[bytes | None]) -> None:
+    """Take a transaction-scoped advisory lock per distinct key, in id order (unnest yields in array order)."""
+    ids = key_lock_ids(namespace, keys)
+    if ids:
+        await conn.execute("SELECT pg_advisory_xact_lock(k) FROM unnest(%s::bigint[]) AS k", (ids,))
 
 
 #: Insert the batch's ids; return the positions (0-based, in the blob) of those that were already there.

@@ -36,3 +36,17 @@ def is_retriable(error: BaseException) -> bool:
     if isinstance(error, LightningError):
         return error.retriable
     return isinstance(error, _RETRIABLE_DB)
+
+
+class TopicsNotCoPartitioned(ConsumerError):
+    """A projection's topics have different partition counts, so one entity's events would have two owners."""
+
+    exit_code = 2
+
+
+class ProjectionVersionMismatch(ConsumerError):
+    """The active generation was built by a newer version of the projection than this code: this worker stops."""
+
+
+class ChecksumMismatch(ConsumerError):
+    """A rebuilt generation's table differs from the live one built by the same version: readers are not switched."""

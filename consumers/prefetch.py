@@ -21,8 +21,9 @@ if TYPE_CHECKING:
 
 #: Records decoded (or freed) between two yields to the event loop.
 SLICE = 100
-#: A prefetched batch: per partition its records, their decoding, and the partition's seek count at fetch time.
-Fetched = dict[TopicPartition, tuple[list[Record], list[Decoded], int]]
+#: A prefetched batch: per partition its records, their decoding, the partition's seek count at fetch time, and the
+#: consumer's position after the fetch (past trailing transaction markers and aborted records).
+Fetched = dict[TopicPartition, tuple[list[Record], list[Decoded], int, int]]
 #: What a prefetch took from the consumer: partition, first offset, the partition's seek count at fetch time.
 Taken = tuple[TopicPartition, int, int]
 
@@ -71,7 +72,35 @@ def partitions_behind(consumer: AIOKafkaConsumer, fetched_to: dict[TopicPartitio
     for tp in consumer.assignment():
         if tp in paused:
             continue
-        high = consumer.highwater(tp)
+        high = stable_end(consumer, tp)
         if high is None or fetched_to.get(tp, 0) < high:
             out.add(tp)
+    return out
+
+
+def stable_end(consumer: AIOKafkaConsumer, tp: TopicPartition) -> int | None:
+    """Where a read-committed consumer's records end: the last stable offset (beyond it a transaction is open),
+    else the high watermark (a broker that reports no LSO); ``None`` before the first fetch."""
+    lso = consumer.last_stable_offset(tp)
+    high = consumer.highwater(tp)
+    if lso is not None and lso >= 0 and (high is None or lso <= high):
+        return int(lso)
+    return None if high is None else int(high)
+
+
+def consumed_positions(consumer: AIOKafkaConsumer, partitions: Sequence[TopicPartition]) -> dict[TopicPartition, int]:
+    """The consumer's fetch position of each assigned partition of ``partitions`` that has a valid one.
+
+    Read from the subscription state (aiokafka's ``position()`` is a coroutine that may wait for a reset): it
+    moves past control records and aborted records, which the consumer never hands out.
+    """
+    out: dict[TopicPartition, int] = {}
+    subscription = consumer._subscription.subscription
+    if subscription is None or subscription.assignment is None:
+        return out
+    assignment = subscription.assignment
+    for tp in partitions:
+        state = assignment.state_value(tp)
+        if state is not None and state.has_valid_position:
+            out[tp] = int(state.position)
     return out

@@ -41,8 +41,8 @@ async def run_projection(
     stop = asyncio.Event()
     install_stop_handlers(stop)
     async with worker_for(projection, settings, batch_size=batch_size, use_group=use_group) as worker:
-        assert worker.generation is not None
         # One line for whoever supervises this process: from here on a SIGTERM drains and exits cleanly.
-        sys.stderr.write(f"projection {projection.name} running on {worker.generation.schema}\n")
+        where = worker.generation.schema if worker.generation else f"(waiting for version {projection.version})"
+        sys.stderr.write(f"projection {projection.name} running on {where}\n")
         sys.stderr.flush()
         await worker.run(stop)

@@ -1,6 +1,7 @@
 """Status and health of every projection: positions from PostgreSQL, high watermarks from fetch responses.
 
-A projection is *stalled* when it has lag and has not stored a position for ``STALL_AFTER_S`` seconds.
+A projection is *stalled* when it has lag and has not stored a position for ``STALL_AFTER_S`` seconds. Lag counts
+committed records only: a trailing transaction marker is no lag (see ``consumers.watermarks``).
 """
 
 from __future__ import annotations
@@ -90,8 +91,9 @@ async def gather_status(
             lag_s = max(0.0, now.timestamp() - next_ms / 1000) if next_ms is not None else 0.0
             # A rate is current only while its partition makes progress.
             rate = stored_rate if (now - updated).total_seconds() < 10 else 0.0
+            lag = mark.lag(position) if mark else 0
             status.partitions.append(
-                PartitionStatus(topic, partition, position, hw, hw - position, lag_s, rate,
+                PartitionStatus(topic, partition, position, hw, lag, lag_s, rate,
                                 parked.get((topic, partition), 0), updated)
             )  # fmt: skip
         _summarise(status, now, stall_after_s)

@@ -1,5 +1,9 @@
 """High watermarks from fetch responses, never from ListOffsets: Tansu's end offsets are wrong (last batch's base
 offset + 1), while the high watermark a fetch response carries is right.
+
+Read committed, like the workers: the end that counts is the last stable offset (records beyond it belong to a
+transaction still open), and a position followed only by transaction markers or aborted records has nothing
+left to apply, although the high watermark lies beyond it.
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ from dataclasses import dataclass
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from consumers.errors import ConsumerError
+from consumers.prefetch import consumed_positions, stable_end
 
 TopicPartitionKey = tuple[str, int]
 
@@ -23,9 +28,18 @@ class WatermarkTimeout(ConsumerError):
 
 @dataclass(frozen=True)
 class Watermark:
+    #: the last stable offset (the high watermark when the broker reports none)
     high_watermark: int
     #: Timestamp (ms) of the record at the asked position, when there is one: how old the oldest backlog is.
     next_record_ms: int | None
+    #: the consumer's position after one fetch from the asked one: past markers and aborted records
+    consumed_to: int | None = None
+
+    def lag(self, position: int) -> int:
+        """Records left to apply after ``position``: none when only markers or aborted records follow it."""
+        if self.next_record_ms is None and self.consumed_to is not None and self.consumed_to >= self.high_watermark:
+            return 0
+        return max(0, self.high_watermark - position)
 
 
 async def fetch_watermarks(
@@ -38,6 +52,7 @@ async def fetch_watermarks(
         bootstrap_servers=bootstrap,
         enable_auto_commit=False,
         auto_offset_reset="earliest",
+        isolation_level="read_committed",
         max_partition_fetch_bytes=64 * 1024,
     )
     await consumer.start()
@@ -72,4 +87,8 @@ async def _poll(
             missing = sorted(f"{tp.topic}:{tp.partition}" for tp in tps if tp not in answered)
             raise WatermarkTimeout(f"no fetch response within {timeout_s:.0f}s for {', '.join(missing)}")
         await asyncio.sleep(0)
-    return {(tp.topic, tp.partition): Watermark(consumer.highwater(tp) or 0, first_ts.get(tp)) for tp in tps}
+    consumed = consumed_positions(consumer, list(tps))
+    return {
+        (tp.topic, tp.partition): Watermark(stable_end(consumer, tp) or 0, first_ts.get(tp), consumed.get(tp))
+        for tp in tps
+    }

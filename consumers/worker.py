@@ -8,6 +8,16 @@ Throughput on a small machine comes from keeping Python busy while PostgreSQL wo
 and decoded, and the previous one freed, during the current batch's waits (``pump``); while catching up, batches
 are cut in time order across partitions (``consumers.alignment``), so a fold that joins topics writes each row
 once instead of once per topic.
+
+Several instances share a projection's partitions through its consumer group. The group assigns partition p of
+every topic the projection reads to one member (``consumers.copartition``), and a batch locks its keys before
+``apply`` (``consumers.batch``), so one entity is never folded by two instances at once, rebalances included.
+Records are read committed: those of aborted transactions never reach ``apply``, and lag is measured against
+the last stable offset.
+
+A worker writes only a generation built by its own ``version``: when the active one is newer (a rebuild
+switched readers) it stops with :class:`ProjectionVersionMismatch`; when it is older (new code deployed before
+the rebuild) it waits, writing nothing, until a generation of its version is active.
 """
 
 from __future__ import annotations
@@ -28,9 +38,25 @@ from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from consumers._gc import Collections, gc_paused
 from consumers.alignment import TimeAligned
 from consumers.batch import BatchOutcome, BatchProcessor, Decoded, Record
-from consumers.errors import ConsumerError, GenerationChanged, is_retriable
-from consumers.prefetch import Fetched, Prefetch, Taken, decode_sliced, partitions_behind, ready, release
-from projections.tracking import Generation, ensure_active_generation, ensure_position_rows, load_positions
+from consumers.copartition import CoPartitionedAssignor, require_copartitioned
+from consumers.errors import ConsumerError, GenerationChanged, ProjectionVersionMismatch, is_retriable
+from consumers.prefetch import (
+    Fetched,
+    Prefetch,
+    Taken,
+    consumed_positions,
+    decode_sliced,
+    partitions_behind,
+    ready,
+    release,
+)
+from projections.tracking import (
+    Generation,
+    active_generation,
+    ensure_active_generation,
+    ensure_position_rows,
+    load_positions,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -46,6 +72,9 @@ FETCH_SETTINGS: dict[str, Any] = {
     "fetch_max_bytes": 64 * 1024 * 1024,
     "max_partition_fetch_bytes": 4 * 1024 * 1024,
 }
+#: How often a worker waiting for a generation of its version looks again, and how often it says so in the log.
+VERSION_POLL_S = 1.0
+VERSION_LOG_EVERY_S = 60.0
 
 
 def group_id(projection: str, prefix: str) -> str:
@@ -58,7 +87,8 @@ class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
         self.worker = worker
 
     async def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
-        # Nothing to flush: a batch in flight commits under its row locks, and the next owner waits for them.
+        # Nothing to flush: a batch in flight commits under its position-row and per-key locks, and the next
+        # owner of those partitions (and of those entities) waits for them.
         return
 
     async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
@@ -93,6 +123,7 @@ class ProjectionWorker:
         session_timeout_ms: int = 10_000,
         heartbeat_interval_ms: int = 3_000,
         max_backoff_s: float = 5.0,
+        version_poll_s: float = VERSION_POLL_S,
     ) -> None:
         self.projection = projection
         self.bootstrap = bootstrap
@@ -104,19 +135,26 @@ class ProjectionWorker:
         self.session_timeout_ms = session_timeout_ms
         self.heartbeat_interval_ms = heartbeat_interval_ms
         self.max_backoff_s = max_backoff_s
+        self.version_poll_s = version_poll_s
         self._fixed_generation = generation
         self.generation: Generation | None = generation
         self.processor: BatchProcessor | None = None
         self.consumer: AIOKafkaConsumer | None = None
         self._conn: psycopg.AsyncConnection[Any] | None = None
         self._closed = False
+        self._started = False
+        #: the (older) active generation this worker waits to see replaced by one of its version
+        self._waiting_for: Generation | None = None
         self._rates: dict[tuple[str, int], float] = {}
         #: the next offset each partition should deliver (the stored position, as far as this worker knows)
         self._expected: dict[TopicPartition, int] = {}
         #: seeks per partition: a prefetched batch whose partition was moved since is stale
         self._seeks: dict[TopicPartition, int] = {}
-        #: the offset after the last record fetched per partition
+        #: the consumer's position per partition after the last fetch: past the last record fetched, and past
+        #: any control records (transaction markers) and aborted records after it
         self._fetched_to: dict[TopicPartition, int] = {}
+        #: the same, for fetches already handed to ``select`` (a prefetch still decoding is not counted)
+        self.consumed_to: dict[TopicPartition, int] = {}
         #: partitions behind whose fetches brought nothing: batches do not wait for them until they deliver
         self._stalled: set[TopicPartition] = set()
         #: records fetched and not applied yet, while ``pump`` runs
@@ -128,31 +166,57 @@ class ProjectionWorker:
 
     # -- lifecycle -----------------------------------------------------------------------------------------
     async def start(self) -> None:
-        assert self.consumer is None, "Did you call start twice?"
+        """Connect; join the group unless the active generation is older than this code (``run`` waits then)."""
+        assert self.consumer is None and not self._started, "Did you call start twice?"
+        self._started = True
         conn = await self.connection()
-        await self._load_generation(conn)
+        if await self._load_generation(conn):
+            await self._open_consumer()
+        else:
+            assert self._waiting_for is not None
+            log.warning(
+                "%s: the active generation is version %d, this code is version %d: waiting, writing nothing, "
+                "until a generation of version %d is active (`agl projections rebuild %s`)",
+                self.projection.name, self._waiting_for.version, self.projection.version,
+                self.projection.version, self.projection.name,
+            )  # fmt: skip
+
+    async def _open_consumer(self) -> None:
         self.consumer = AIOKafkaConsumer(
             bootstrap_servers=self.bootstrap,
             group_id=group_id(self.projection.name, self.topic_prefix) if self.use_group else None,
             enable_auto_commit=False,
             # Never "latest": Tansu's end offsets are wrong, and a reset racing our seek must land low, not high.
             auto_offset_reset="earliest",
+            # Records of aborted transactions never reach apply, and open ones hold the partition at the LSO.
+            isolation_level="read_committed",
+            partition_assignment_strategy=(CoPartitionedAssignor,),
             max_poll_records=self.batch_size,
             **FETCH_SETTINGS,
             session_timeout_ms=self.session_timeout_ms,
             heartbeat_interval_ms=self.heartbeat_interval_ms,
         )
         await self.consumer.start()
+        try:
+            await self._take_partitions(self.consumer)
+        except BaseException:
+            await self.consumer.stop()
+            self.consumer = None
+            raise
+
+    async def _take_partitions(self, consumer: AIOKafkaConsumer) -> None:
         topics = self.projection.topic_names(self.topic_prefix)
+        # The consumer's own metadata holds only subscribed topics; ask the cluster for these.
+        cluster = await consumer._client.fetch_all_metadata()
         if self.use_group:
-            self.consumer.subscribe(topics, listener=_Rebalance(self))
+            if self.projection.lock_keys and len(topics) > 1:
+                require_copartitioned({t: len(cluster.partitions_for_topic(t) or ()) for t in topics})
+            consumer.subscribe(topics, listener=_Rebalance(self))
         else:
-            # The consumer's own metadata holds only subscribed topics; ask the cluster for these.
-            cluster = await self.consumer._client.fetch_all_metadata()
             tps = [TopicPartition(t, p) for t in topics for p in sorted(cluster.partitions_for_topic(t) or ())]
             if not tps:
                 raise ConsumerError(f"none of {', '.join(topics)} exists; create the topics first (`agl up` does)")
-            self.consumer.assign(tps)
+            consumer.assign(tps)
             await self.seek_to_stored(tps)
 
     async def stop(self) -> None:
@@ -186,14 +250,57 @@ class ProjectionWorker:
             self._conn = await psycopg.AsyncConnection.connect(self.database_url, autocommit=True)
         return self._conn
 
-    async def _load_generation(self, conn: psycopg.AsyncConnection[Any]) -> None:
+    async def _load_generation(self, conn: psycopg.AsyncConnection[Any]) -> bool:
+        """Take the generation to write; ``False`` (and none taken) when the active one is of an older version.
+
+        Raises:
+            ProjectionVersionMismatch: the active generation is of a newer version than this code.
+        """
         gen = self._fixed_generation or await ensure_active_generation(conn, self.projection)
-        self.generation = gen
+        if gen.version != self.projection.version:
+            self._check_not_newer(gen)
+            self.generation, self.processor, self._waiting_for = None, None, gen
+            return False
+        self.generation, self._waiting_for = gen, None
         self.processor = BatchProcessor(self.projection, gen, check_generation=self._fixed_generation is None)
+        return True
+
+    def _check_not_newer(self, gen: Generation) -> None:
+        if gen.version > self.projection.version:
+            raise ProjectionVersionMismatch(
+                f"{gen.schema} is active and was built by version {gen.version} of projection "
+                f"{self.projection.name}; this code is version {self.projection.version} and must not write it: "
+                "deploy the newer code (or `agl projections rollback` with it)"
+            )
+
+    async def _await_own_version(self, stop: asyncio.Event | None) -> bool:
+        """Poll until a generation of this code's version is active, then take it; ``False`` if stopped first."""
+        logged = time.monotonic()
+        while stop is None or not stop.is_set():
+            conn = await self.connection()
+            gen = await active_generation(conn, self.projection.name)
+            if gen is None or gen.version == self.projection.version:
+                if await self._load_generation(conn):  # creates generation 1 if it was dropped meanwhile
+                    assert self.generation is not None
+                    log.info("%s: %s is of this version; writing it", self.projection.name, self.generation.schema)
+                    return True
+            else:
+                self._check_not_newer(gen)
+            if time.monotonic() - logged > VERSION_LOG_EVERY_S:
+                logged = time.monotonic()
+                log.warning("%s: still waiting for version %d", self.projection.name, self.projection.version)
+            if stop is None:
+                await asyncio.sleep(self.version_poll_s)
+            else:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), self.version_poll_s)
+        return False
 
     async def seek_to_stored(self, tps: Sequence[TopicPartition]) -> None:
         """Seek each partition to the position PostgreSQL stores for it (0 when none)."""
-        assert self.consumer is not None and self.generation is not None
+        assert self.consumer is not None
+        if self.generation is None:
+            return  # waiting for a generation of this version: its positions are sought once it is active
         # Its own connection: the rebalance listener runs beside the loop, whose connection may be mid-batch.
         async with await psycopg.AsyncConnection.connect(self.database_url, autocommit=True) as conn:
             await ensure_position_rows(conn, self.generation.schema, [(tp.topic, tp.partition) for tp in tps])
@@ -210,13 +317,21 @@ class ProjectionWorker:
         assert self.consumer is not None
         self._seeks[tp] = self._seeks.get(tp, 0) + 1
         self._fetched_to[tp] = offset
+        self.consumed_to[tp] = offset
         self._stalled.discard(tp)
         if self._aligned is not None:
             self._aligned.drop(tp)
         self.consumer.seek(tp, offset)
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Consume until ``stop`` is set; the batch in flight is finished (or rolled back) before returning."""
+        """Consume until ``stop`` is set; the batch in flight is finished (or rolled back) before returning.
+
+        A worker whose version is newer than the active generation's first waits for one of its version.
+        """
+        if self.consumer is None:
+            if not await self._await_own_version(stop):
+                return
+            await self._open_consumer()
         await self.pump(stop, self._unapplied, self._advance)
 
     def _unapplied(self, tp: TopicPartition, records: list[Record]) -> slice:
@@ -321,9 +436,12 @@ class ProjectionWorker:
         """Buffer a prefetched batch's records, minus those of partitions moved or revoked since the fetch."""
         assert self.consumer is not None
         assigned = self.consumer.assignment()
-        for tp, (tp_records, tp_decoded, seeks) in fetched.items():
+        for tp, (tp_records, tp_decoded, seeks, consumed) in fetched.items():
             if seeks != self._seeks.get(tp, 0) or tp not in assigned:
                 continue
+            self.consumed_to[tp] = consumed
+            if not tp_records:
+                continue  # only control records (transaction markers) or aborted ones: nothing to apply
             chosen = select(tp, tp_records)
             aligned.add(tp, tp_records[chosen], tp_decoded[chosen])
 
@@ -338,15 +456,21 @@ class ProjectionWorker:
                 await asyncio.sleep(self.fetch_timeout_ms / 1000)
             return {}
         batch = await self.consumer.getmany(*partitions, timeout_ms=self.fetch_timeout_ms, max_records=self.batch_size)
-        seeks = {tp: self._seeks.get(tp, 0) for tp in batch}
+        # Read before the first await, so they match what getmany handed out: a fetch of control records only
+        # (a transaction's commit marker) returns no record but moves the position past them.
+        consumed = consumed_positions(self.consumer, partitions)
+        seeks = {tp: self._seeks.get(tp, 0) for tp in consumed}
         taken.extend((tp, tp_records[0].offset, seeks[tp]) for tp, tp_records in batch.items() if tp_records)
         out: Fetched = {}
+        for tp, position in consumed.items():
+            if position > self._fetched_to.get(tp, 0):
+                self._fetched_to[tp] = position
+                out[tp] = ([], [], seeks[tp], position)
         for tp, tp_records in batch.items():
-            if not tp_records:
+            if not tp_records or tp not in consumed:
                 continue
-            self._fetched_to[tp] = tp_records[-1].offset + 1
             self._stalled.discard(tp)
-            out[tp] = (tp_records, await decode_sliced(self.projection, tp_records), seeks[tp])
+            out[tp] = (tp_records, await decode_sliced(self.projection, tp_records), seeks[tp], consumed[tp])
         return out
 
     async def _give_back(self, pending: Prefetch) -> None:
@@ -371,7 +495,7 @@ class ProjectionWorker:
                     conn = await self.connection()
                     outcome = await self.processor.process(conn, records, decoded=decoded, rates=self._rates)
             except GenerationChanged:
-                await self._switch_generation()
+                await self._switch_generation(stop)
                 return None
             except Exception as e:
                 if not is_retriable(e):
@@ -397,11 +521,16 @@ class ProjectionWorker:
                 self._rates[tp] = 0.7 * self._rates.get(tp, 0.0) + 0.3 * count / (now - last)
             self._last_seen[tp] = now
 
-    async def _switch_generation(self) -> None:
-        """A rebuild switched readers to a new generation: continue there, from its own positions."""
+    async def _switch_generation(self, stop: asyncio.Event | None) -> None:
+        """A rebuild (or a rollback) switched readers: continue on the new generation, from its own positions.
+
+        One of a newer version stops this worker (``ProjectionVersionMismatch``); one of an older version (a
+        rollback) makes it wait for a generation of its own version.
+        """
         assert self.consumer is not None
         log.info("%s: generation switched; following the new one", self.projection.name)
-        await self._load_generation(await self.connection())
+        if not await self._load_generation(await self.connection()) and not await self._await_own_version(stop):
+            return
         await self.seek_to_stored(list(self.consumer.assignment()))
 
 

@@ -65,6 +65,10 @@ class Projection:
         apply: ``async apply(envelopes, conn)``, pure (see the module docstring).
         tables: the read model's tables, compared by checksum after a rebuild.
         per_key_ordering: when an event of a key is dead-lettered, later events of that key are parked behind it.
+        lock_keys: take a transaction-scoped advisory lock per record key before ``apply``, so two instances (or
+            a rebalance overlap) never fold one entity at once; default: the same as ``per_key_ordering``. An
+            ``apply`` that reads rows and writes them back (a fold) needs it: ``FOR UPDATE`` cannot lock rows that
+            do not exist yet.
         raw: ``apply`` gets undecoded records (``event`` is ``None``) and nothing is dead-lettered for decoding.
         dedupe: skip events whose ``event_id`` this projection already applied (a re-published event).
         idempotent_types: event classes ``apply`` handles idempotently: a second copy of such an event, in the
@@ -80,6 +84,7 @@ class Projection:
     event_types: frozenset[type[Event]] = frozenset()
     tables: tuple[str, ...] = ()
     per_key_ordering: bool = False
+    lock_keys: bool | None = None
     raw: bool = False
     dedupe: bool = True
     idempotent_types: frozenset[type[Event]] = frozenset()
@@ -95,6 +100,8 @@ class Projection:
             raise ProjectionDefinitionError(f"projection {self.name} reads no topic")
         names = frozenset(str(cls.model_fields["type"].default) for cls in self.event_types)
         object.__setattr__(self, "type_names", names)
+        if self.lock_keys is None:
+            object.__setattr__(self, "lock_keys", self.per_key_ordering)
         if self.event_types and not self.idempotent_types <= self.event_types:
             raise ProjectionDefinitionError(f"projection {self.name}: idempotent_types must be among event_types")
 

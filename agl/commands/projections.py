@@ -1,4 +1,4 @@
-"""``agl projections list|run|attach|status|rebuild``: the projection engine from the command line."""
+"""``agl projections list|run|attach|status|rebuild|rollback``: the projection engine from the command line."""
 
 from __future__ import annotations
 
@@ -34,9 +34,16 @@ def register(subparsers: Any) -> None:
     rebuild = sub.add_parser("rebuild", help="build the next generation from offset 0, then switch readers")
     rebuild.add_argument("name")
     rebuild.add_argument("--cancel", action="store_true", help="drop the generation being built")
-    rebuild.add_argument("--keep-old", action="store_true", help="keep the replaced generation's tables")
+    rebuild.add_argument(
+        "--keep-old", action="store_true", help="keep the replaced generation (for `agl projections rollback`)"
+    )
     rebuild.add_argument("--batch-size", type=int, default=5000)
     rebuild.set_defaults(func=cmd_rebuild)
+    rollback = sub.add_parser(
+        "rollback", help="switch readers back to the generation the last rebuild replaced (kept with --keep-old)"
+    )
+    rollback.add_argument("name")
+    rollback.set_defaults(func=cmd_rollback)
 
 
 def _settings() -> Settings:
@@ -135,6 +142,17 @@ async def _rebuild(projection: Any, settings: Settings, args: argparse.Namespace
     return await rebuild.run(stop)
 
 
+def cmd_rollback(args: argparse.Namespace) -> int:
+    from consumers.rebuild import rollback
+    from projections.registry import get
+
+    settings = _settings()
+    assert settings.database_url is not None
+    restored, retired = asyncio.run(rollback(settings.database_url, get(args.name)))
+    print(f"readers switched back to {restored.schema} (version {restored.version}); {retired.schema} is retired")
+    return 0
+
+
 def _progress_bar(p: Progress) -> None:
     done = p.position / p.high_watermark if p.high_watermark else 1.0
     bar = "#" * int(done * 30)
@@ -154,6 +172,8 @@ def _print_result(result: RebuildResult) -> None:
         print(f"stopped: {result.generation.schema} stays in 'building'; run the same command to resume")
         return
     print(f"{verb} {result.generation.schema}: {result.events} events in {result.seconds:.1f}s; readers switched")
+    if result.dropped:
+        print(f"  dropped {', '.join(g.schema for g in result.dropped)} once no reader used it")
     for table, (new, old) in result.checksums.items():
         same = "" if old is None else ("  (equal to the live one)" if new == old else f"  (live one: {old})")
         print(f"  checksum {table}: {new}{same}")

@@ -36,7 +36,8 @@ PROJECTION = replace(
     name="ledger",
     apply=apply,
     dedupe=False,
-    migrations=(*rollouts.PROJECTION.migrations, Migration(2, "ledger", LEDGER_SQL)),
+    # Numbered past the rollouts migrations, whichever they become.
+    migrations=(*rollouts.PROJECTION.migrations, Migration(1000, "ledger", LEDGER_SQL)),
     tables=("rollouts", "attempts", "ledger"),
 )
 

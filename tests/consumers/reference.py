@@ -32,3 +32,12 @@ async def assert_ledger_exact(pg_url: str, schema: str, expected: int) -> None:
         f'SELECT count(*), count(DISTINCT (topic, partition, "offset")) FROM {schema}.ledger',  # noqa: S608
     )
     assert rows == [(expected, expected)], f"ledger (rows, distinct) = {rows[0]}, expected {expected} each"
+
+
+async def table_rows(pg_url: str, schema: str, tables: tuple[str, ...]) -> dict[str, list[str]]:
+    """Every row of each table as text, sorted: two generations compare row by row, whatever their columns."""
+    out = {}
+    for table in tables:
+        rows = await fetch_all(pg_url, f"SELECT t::text FROM {schema}.{table} t")  # noqa: S608
+        out[table] = sorted(r[0] for r in rows)
+    return out

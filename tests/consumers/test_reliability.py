@@ -46,10 +46,13 @@ async def test_repeated_kill_9_mid_batch_loses_and_duplicates_nothing(kafka_boot
     await publish(kafka_bootstrap, kafka_topics, events)
     rng = random.Random(7)
     progress = []
-    for _ in range(KILLS):
+    for n in range(KILLS):
         proc = spawn_worker(kafka_bootstrap, pg_url, kafka_topics, "tests.consumers.ledger:PROJECTION", log)
-        # Random moments: some before the worker got going, most in the middle of a batch.
-        await asyncio.sleep(rng.uniform(0.5, 1.6))
+        # Random moments after the worker got going (its start-up time depends on the machine's load): with
+        # batches of 7 records, most land in the middle of a batch.
+        while log.read_text().count("projection ledger running") <= n and proc.poll() is None:  # noqa: ASYNC110
+            await asyncio.sleep(0.02)
+        await asyncio.sleep(rng.uniform(0.0, 0.3))
         proc.send_signal(signal.SIGKILL)
         await asyncio.to_thread(proc.wait)
         progress.append(await stored_total(pg_url, "ledger_g1"))

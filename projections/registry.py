@@ -16,7 +16,12 @@ from projections.errors import ProjectionDefinitionError, UnknownProjection
 
 ENTRY_POINT_GROUP = "agl.projections"
 #: Built-in projections, as ``module:object`` references (imported lazily).
-BUILTIN = ("projections.rollouts:PROJECTION", "projections.archive:PROJECTION")
+BUILTIN = (
+    "projections.rollouts:PROJECTION",
+    "projections.archive:PROJECTION",
+    "projections.resources:PROJECTION",
+    "projections.workers:PROJECTION",
+)
 
 _registered: dict[str, Projection] = {}
 

@@ -11,6 +11,9 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from agl.agent import LitAgent, Rollout, current_rollout, emit_reward, rollout
+    from agl.dev_loop import dev
+    from agl.runner import Runner, RunnerOptions
     from producers.client import AsyncClient, Client, RetryPolicy
     from producers.errors import ApiUnavailable, CommandRejected
     from producers.models import DocumentIn, RewardIn, RolloutIn, SpanIn
@@ -26,6 +29,14 @@ _EXPORTS = {
     "RewardIn": "producers.models",
     "RolloutIn": "producers.models",
     "SpanIn": "producers.models",
+    "LitAgent": "agl.agent",
+    "Rollout": "agl.agent",
+    "current_rollout": "agl.agent",
+    "emit_reward": "agl.agent",
+    "rollout": "agl.agent",
+    "Runner": "agl.runner",
+    "RunnerOptions": "agl.runner",
+    "dev": "agl.dev_loop",
 }
 
 __all__ = [
@@ -34,10 +45,18 @@ __all__ = [
     "Client",
     "CommandRejected",
     "DocumentIn",
+    "LitAgent",
     "RetryPolicy",
     "RewardIn",
+    "Rollout",
     "RolloutIn",
+    "Runner",
+    "RunnerOptions",
     "SpanIn",
+    "current_rollout",
+    "dev",
+    "emit_reward",
+    "rollout",
 ]
 
 

@@ -12,13 +12,26 @@ import asyncio
 import time
 import uuid
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar
 
 import httpx
 import orjson
-from pydantic import BaseModel, TypeAdapter
+from pydantic import BaseModel, ConfigDict, TypeAdapter
 
 from producers.errors import ApiUnavailable, CommandRejected
+from producers.lifecycle_models import (
+    ClaimOut,
+    ClaimsOut,
+    DequeueIn,
+    ErrorIn,
+    FinishIn,
+    ReportIn,
+    VerdictOut,
+    WorkerAccepted,
+    WorkerHeartbeatIn,
+    WorkerIn,
+    WorkerLeftIn,
+)
 from producers.models import (
     Accepted,
     CancelIn,
@@ -32,13 +45,11 @@ from producers.models import (
     SpanIn,
     SpansAccepted,
 )
-from schemas import RolloutConfig
+from schemas import ErrorInfo, Resource, RolloutConfig, RolloutMode
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping, Sequence
+    from collections.abc import Callable, Mapping, Sequence
     from types import TracebackType
-
-    from schemas import Resource, RolloutMode
 
 T = TypeVar("T", bound=BaseModel)
 
@@ -65,6 +76,11 @@ class _Call(Generic[T]):
     body: Any = None
     headers: dict[str, str] = field(default_factory=dict)
     params: dict[str, str] = field(default_factory=dict)
+    #: A long poll's own timeout (its wait plus a margin); None = the client's timeout.
+    timeout_s: float | None = None
+
+    def timeout(self) -> float | httpx._client.UseClientDefault:
+        return httpx.USE_CLIENT_DEFAULT if self.timeout_s is None else self.timeout_s
 
     def content(self) -> bytes | None:
         if self.body is None:
@@ -135,6 +151,103 @@ def _delete_document(collection: str, document_id: str) -> _Call[DocumentAccepte
     return _Call("DELETE", path, DocumentAccepted, params={"collection": collection})
 
 
+def _keyed(key: str | None) -> dict[str, str]:
+    return {} if key is None else {"Idempotency-Key": key}
+
+
+def _rewards(rewards: Sequence[RewardIn], idempotency_key: str | None) -> _Call[Accepted]:
+    return _Call("POST", "/v1/rewards", Accepted, list(rewards), _keyed(idempotency_key))
+
+
+def _spans(spans: Sequence[SpanIn], idempotency_key: str | None) -> _Call[SpansAccepted]:
+    return _Call("POST", "/v1/spans", SpansAccepted, list(spans), _keyed(idempotency_key))
+
+
+# -- the runner protocol: workers, claims and attempt reports ----------------------------------------------------
+FinishStatus = Literal["succeeded", "failed"]
+
+
+class WaitIn(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    rollout_ids: list[str]
+    timeout_s: float
+
+
+class ResourcesAnswer(BaseModel):
+    resources_id: str
+    resources_version: int
+    resources: dict[str, Resource]
+
+
+class RolloutAnswer(BaseModel):
+    """A rollout as the read routes answer it; fields the SDK does not name are kept as extra fields."""
+
+    model_config = ConfigDict(extra="allow")
+
+    rollout_id: str
+    status: str
+
+
+class RolloutsAnswer(BaseModel):
+    rollouts: list[RolloutAnswer]
+
+
+def _register(worker: WorkerIn) -> _Call[WorkerAccepted]:
+    return _Call("POST", "/v1/workers/register", WorkerAccepted, worker)
+
+
+def _worker_heartbeat(worker_id: str, stats: Mapping[str, Any]) -> _Call[WorkerAccepted]:
+    return _Call("POST", f"/v1/workers/{worker_id}/heartbeat", WorkerAccepted, WorkerHeartbeatIn(stats=dict(stats)))
+
+
+def _deregister(worker_id: str, reason: str | None) -> _Call[WorkerAccepted]:
+    return _Call("POST", f"/v1/workers/{worker_id}/deregister", WorkerAccepted, WorkerLeftIn(reason=reason))
+
+
+#: What a long poll may take beyond the wait it asked for (the answer must still travel back).
+_POLL_MARGIN_S = 30.0
+
+
+def _dequeue(worker_id: str, limit: int, capabilities: Sequence[str], wait_ms: int) -> _Call[ClaimsOut]:
+    body = DequeueIn(worker_id=worker_id, limit=limit, capabilities=tuple(capabilities), wait_ms=wait_ms)
+    return _Call("POST", "/v1/rollouts/dequeue", ClaimsOut, body, timeout_s=wait_ms / 1000 + _POLL_MARGIN_S)
+
+
+def _attempt_report(rollout_id: str, attempt_id: str, report: str, body: ReportIn) -> _Call[VerdictOut]:
+    return _Call("POST", f"/v1/rollouts/{rollout_id}/attempts/{attempt_id}/{report}", VerdictOut, body)
+
+
+def _finish(
+    rollout_id: str, attempt_id: str, worker_id: str, status: FinishStatus, error: ErrorInfo | None
+) -> _Call[VerdictOut]:
+    error_in = None if error is None else ErrorIn(**error.model_dump())
+    body = FinishIn(worker_id=worker_id, status=status, error=error_in)
+    return _attempt_report(rollout_id, attempt_id, "finish", body)
+
+
+def _get_resources(resources_id: str | None) -> _Call[ResourcesAnswer]:
+    return _Call("GET", f"/v1/resources/{resources_id or 'latest'}", ResourcesAnswer)
+
+
+def _get_rollout(rollout_id: str) -> _Call[RolloutAnswer]:
+    return _Call("GET", f"/v1/rollouts/{rollout_id}", RolloutAnswer)
+
+
+def _wait(rollout_ids: Sequence[str], timeout_s: float) -> _Call[RolloutsAnswer]:
+    body = WaitIn(rollout_ids=list(rollout_ids), timeout_s=timeout_s)
+    return _Call("POST", "/v1/rollouts/wait", RolloutsAnswer, body, timeout_s=timeout_s + _POLL_MARGIN_S)
+
+
+def _unless_missing(call: Callable[[], T]) -> T | None:
+    try:
+        return call()
+    except CommandRejected as e:
+        if e.status_code == 404:
+            return None
+        raise
+
+
 class _Base:
     def __init__(self, base_url: str, *, retry: RetryPolicy | None, correlation_id: str | None) -> None:
         self.base_url = base_url.rstrip("/")
@@ -187,6 +300,7 @@ class AsyncClient(_Base):
                     content=call.content(),
                     params=call.params,
                     headers=self._headers | call.headers,
+                    timeout=call.timeout(),
                 )
             except httpx.TransportError as e:
                 last = repr(e)
@@ -240,13 +354,68 @@ class AsyncClient(_Base):
     async def delete_document(self, collection: str, document_id: str) -> DocumentAccepted:
         return await self._send(_delete_document(collection, document_id))
 
-    async def assign_rewards(self, rewards: Sequence[RewardIn]) -> Accepted:
-        """Assign rewards (to rollouts, attempts, spans or LLM responses) in one request."""
-        return await self._send(_Call("POST", "/v1/rewards", Accepted, list(rewards)))
+    async def assign_rewards(self, rewards: Sequence[RewardIn], *, idempotency_key: str | None = None) -> Accepted:
+        """Assign rewards (to rollouts, attempts, spans or LLM responses) in one request.
 
-    async def record_spans(self, spans: Sequence[SpanIn]) -> SpansAccepted:
+        ``idempotency_key`` names this batch: resending it (after a lost answer) sends the same key.
+        """
+        return await self._send(_rewards(rewards, idempotency_key))
+
+    async def record_spans(self, spans: Sequence[SpanIn], *, idempotency_key: str | None = None) -> SpansAccepted:
         """Record a batch of spans; the answer lists their sequence ids."""
-        return await self._send(_Call("POST", "/v1/spans", SpansAccepted, list(spans)))
+        return await self._send(_spans(spans, idempotency_key))
+
+    # -- the runner protocol ------------------------------------------------------------------------------------
+    async def register_worker(
+        self, worker_id: str, *, capabilities: Sequence[str] = (), slots: int = 1, version: str | None = None
+    ) -> WorkerAccepted:
+        worker = WorkerIn(worker_id=worker_id, capabilities=tuple(capabilities), slots=slots, version=version)
+        return await self._send(_register(worker))
+
+    async def heartbeat_worker(self, worker_id: str, stats: Mapping[str, Any]) -> WorkerAccepted:
+        return await self._send(_worker_heartbeat(worker_id, stats))
+
+    async def deregister_worker(self, worker_id: str, reason: str | None = None) -> WorkerAccepted:
+        return await self._send(_deregister(worker_id, reason))
+
+    async def dequeue(
+        self, worker_id: str, *, limit: int = 1, capabilities: Sequence[str] = (), wait_ms: int = 0
+    ) -> list[ClaimOut]:
+        """Claim up to ``limit`` rollouts; with nothing to claim, the API holds the answer up to ``wait_ms``."""
+        return (await self._send(_dequeue(worker_id, limit, capabilities, wait_ms))).claims
+
+    async def report_running(self, rollout_id: str, attempt_id: str, worker_id: str) -> VerdictOut:
+        return await self._send(_attempt_report(rollout_id, attempt_id, "running", ReportIn(worker_id=worker_id)))
+
+    async def heartbeat_attempt(self, rollout_id: str, attempt_id: str, worker_id: str) -> VerdictOut:
+        body = ReportIn(worker_id=worker_id)
+        return await self._send(_attempt_report(rollout_id, attempt_id, "heartbeat", body))
+
+    async def finish_attempt(
+        self, rollout_id: str, attempt_id: str, worker_id: str, status: FinishStatus, error: ErrorInfo | None = None
+    ) -> VerdictOut:
+        return await self._send(_finish(rollout_id, attempt_id, worker_id, status, error))
+
+    async def get_resources(self, resources_id: str | None = None) -> ResourcesAnswer | None:
+        """The resources ``resources_id`` (none = the latest); None when there are none."""
+        try:
+            return await self._send(_get_resources(resources_id))
+        except CommandRejected as e:
+            if e.status_code == 404:
+                return None
+            raise
+
+    async def get_rollout(self, rollout_id: str) -> RolloutAnswer | None:
+        try:
+            return await self._send(_get_rollout(rollout_id))
+        except CommandRejected as e:
+            if e.status_code == 404:
+                return None
+            raise
+
+    async def wait_rollouts(self, rollout_ids: Sequence[str], timeout_s: float) -> list[RolloutAnswer]:
+        """Those of ``rollout_ids`` that are terminal, answered as soon as all are or when ``timeout_s`` ends."""
+        return (await self._send(_wait(rollout_ids, timeout_s))).rollouts
 
 
 class Client(_Base):
@@ -285,6 +454,7 @@ class Client(_Base):
                     content=call.content(),
                     params=call.params,
                     headers=self._headers | call.headers,
+                    timeout=call.timeout(),
                 )
             except httpx.TransportError as e:
                 last = repr(e)
@@ -334,8 +504,46 @@ class Client(_Base):
     def delete_document(self, collection: str, document_id: str) -> DocumentAccepted:
         return self._send(_delete_document(collection, document_id))
 
-    def assign_rewards(self, rewards: Sequence[RewardIn]) -> Accepted:
-        return self._send(_Call("POST", "/v1/rewards", Accepted, list(rewards)))
+    def assign_rewards(self, rewards: Sequence[RewardIn], *, idempotency_key: str | None = None) -> Accepted:
+        return self._send(_rewards(rewards, idempotency_key))
 
-    def record_spans(self, spans: Sequence[SpanIn]) -> SpansAccepted:
-        return self._send(_Call("POST", "/v1/spans", SpansAccepted, list(spans)))
+    def record_spans(self, spans: Sequence[SpanIn], *, idempotency_key: str | None = None) -> SpansAccepted:
+        return self._send(_spans(spans, idempotency_key))
+
+    # -- the runner protocol ------------------------------------------------------------------------------------
+    def register_worker(
+        self, worker_id: str, *, capabilities: Sequence[str] = (), slots: int = 1, version: str | None = None
+    ) -> WorkerAccepted:
+        worker = WorkerIn(worker_id=worker_id, capabilities=tuple(capabilities), slots=slots, version=version)
+        return self._send(_register(worker))
+
+    def heartbeat_worker(self, worker_id: str, stats: Mapping[str, Any]) -> WorkerAccepted:
+        return self._send(_worker_heartbeat(worker_id, stats))
+
+    def deregister_worker(self, worker_id: str, reason: str | None = None) -> WorkerAccepted:
+        return self._send(_deregister(worker_id, reason))
+
+    def dequeue(
+        self, worker_id: str, *, limit: int = 1, capabilities: Sequence[str] = (), wait_ms: int = 0
+    ) -> list[ClaimOut]:
+        return self._send(_dequeue(worker_id, limit, capabilities, wait_ms)).claims
+
+    def report_running(self, rollout_id: str, attempt_id: str, worker_id: str) -> VerdictOut:
+        return self._send(_attempt_report(rollout_id, attempt_id, "running", ReportIn(worker_id=worker_id)))
+
+    def heartbeat_attempt(self, rollout_id: str, attempt_id: str, worker_id: str) -> VerdictOut:
+        return self._send(_attempt_report(rollout_id, attempt_id, "heartbeat", ReportIn(worker_id=worker_id)))
+
+    def finish_attempt(
+        self, rollout_id: str, attempt_id: str, worker_id: str, status: FinishStatus, error: ErrorInfo | None = None
+    ) -> VerdictOut:
+        return self._send(_finish(rollout_id, attempt_id, worker_id, status, error))
+
+    def get_resources(self, resources_id: str | None = None) -> ResourcesAnswer | None:
+        return _unless_missing(lambda: self._send(_get_resources(resources_id)))
+
+    def get_rollout(self, rollout_id: str) -> RolloutAnswer | None:
+        return _unless_missing(lambda: self._send(_get_rollout(rollout_id)))
+
+    def wait_rollouts(self, rollout_ids: Sequence[str], timeout_s: float) -> list[RolloutAnswer]:
+        return self._send(_wait(rollout_ids, timeout_s)).rollouts

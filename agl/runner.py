@@ -1,0 +1,445 @@
+"""The runner: claims rollouts from the API, runs an agent on them, reports what happened. HTTP only.
+
+Runners live on other machines than the stack, so they only ask; every decision (claim, running, finish,
+cancel, timeout) is the API's. For each claimed attempt the runner, in this order: reports ``running``,
+fetches the rollout's resources (its pinned ``resources_id`` or the latest; none gives the agent ``{}``),
+runs the agent, then reports its spans, its rewards and last the outcome. Each report is resent until the API
+answers it (with jittered backoff while the API is unreachable) and carries the same ids when resent: spans
+their span ids, rewards an Idempotency-Key per attempt, and ``running`` / ``finish`` are idempotent in the API.
+
+A heartbeat loop reports the worker (slots, busy slots, current attempts) and every running attempt; an
+attempt whose verdict says ``cancelled`` has its agent cancelled (an ``async`` agent's task is cancelled; a sync
+agent's thread cannot be interrupted, so its result is dropped when it returns). :meth:`Runner.stop` (SIGTERM)
+drains: no new claims, running attempts get ``drain_grace_s`` to finish, those still running then are cancelled
+and reported failed, and the worker deregisters.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import contextvars
+import functools
+import inspect
+import logging
+import os
+import random
+import socket
+import time
+import traceback
+import uuid
+from collections import Counter, deque
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
+
+from agl.agent import AgentError, LitAgent, Outcome, Rollout, attempt_scope, interpret
+from agl.errors import LightningError
+from producers.errors import ApiUnavailable, CommandRejected
+from producers.models import RewardIn
+from schemas import ErrorInfo
+
+if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable, Coroutine, Mapping
+
+    from producers.client import AsyncClient
+    from producers.lifecycle_models import ClaimOut as Claim
+    from producers.lifecycle_models import VerdictOut as Verdict
+    from schemas import Resource
+
+log = logging.getLogger("agl.runner")
+T = TypeVar("T")
+
+#: Spans per ``POST /v1/spans`` request: keeps a chatty agent's batch under the API's body limit.
+SPAN_BATCH = 500
+
+
+class RunnerError(LightningError):
+    """The runner cannot go on (the API refused to register it, or refused its claims)."""
+
+
+@dataclass(frozen=True)
+class RunnerOptions:
+    slots: int = 1
+    capabilities: tuple[str, ...] = ()
+    worker_id: str | None = None
+    #: Stop claiming after this many claims (then finish them and exit); None = no limit.
+    max_rollouts: int | None = None
+    #: Exit after this long with nothing to run and nothing claimed; None = never.
+    idle_exit_s: float | None = None
+    heartbeat_s: float = 5.0
+    #: How long one dequeue may wait in the API for a claimable rollout (a long poll, not a spin).
+    poll_wait_ms: int = 5000
+    drain_grace_s: float = 30.0
+    #: How long pinned resources may be missing (not yet in the read model) before the attempt fails.
+    resources_wait_s: float = 10.0
+    version: str | None = None
+    keep_records: int = 10_000
+
+
+AttemptEnd = Literal["succeeded", "failed", "cancelled", "refused", "shutdown"]
+
+
+@dataclass(frozen=True)
+class AttemptRecord:
+    """What this runner did with one attempt (kept for ``agl.dev`` and for callers that inspect a run)."""
+
+    rollout_id: str
+    attempt_id: str
+    end: AttemptEnd
+    rewards: tuple[float, ...] = ()
+    error: ErrorInfo | None = None
+    verdict: Verdict | None = None
+
+
+class Backoff:
+    """Exponential backoff with full jitter, so runners cut off together do not come back in step."""
+
+    def __init__(self, base_s: float = 0.2, cap_s: float = 10.0) -> None:
+        self.base_s, self.cap_s, self.failures = base_s, cap_s, 0
+
+    def next_delay(self) -> float:
+        self.failures += 1
+        ceiling: float = min(self.cap_s, self.base_s * 2 ** (self.failures - 1))
+        return random.uniform(ceiling / 2, ceiling)  # noqa: S311 - jitter, not cryptography
+
+
+def default_worker_id() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+
+
+@dataclass
+class _Active:
+    claim: Claim
+    task: asyncio.Task[None] | None = None
+    agent_task: asyncio.Future[Any] | None = None
+    running: bool = False
+    cancelled_by_api: bool = False
+
+
+@dataclass
+class _Failure:
+    error: ErrorInfo
+
+
+def _error_info(exc: BaseException) -> ErrorInfo:
+    trace = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    return ErrorInfo(type=type(exc).__name__, message=str(exc), traceback=trace)
+
+
+class Runner:
+    """Runs ``agent`` on the rollouts ``client``'s API hands out. ``await run()``; ``stop()`` drains it."""
+
+    def __init__(self, agent: LitAgent[Any], client: AsyncClient, options: RunnerOptions | None = None) -> None:
+        self.agent = agent
+        self.client = client
+        self.options = options or RunnerOptions()
+        self.worker_id = self.options.worker_id or default_worker_id()
+        #: The latest attempts' records (bounded: a runner may live for millions of attempts); ``ends`` counts all.
+        self.records: deque[AttemptRecord] = deque(maxlen=self.options.keep_records)
+        self.ends: Counter[str] = Counter()
+        self._active: dict[str, _Active] = {}
+        self._claimed = 0
+        self._stopping = asyncio.Event()
+        self._slot_freed = asyncio.Event()
+        self._executor: ThreadPoolExecutor | None = None
+
+    # -- lifecycle ----------------------------------------------------------------------------------------------
+    def stop(self) -> None:
+        """Drain: claim nothing more, let running attempts finish (up to ``drain_grace_s``), then exit."""
+        self._stopping.set()
+
+    @property
+    def stopping(self) -> bool:
+        return self._stopping.is_set()
+
+    async def run(self) -> Counter[str]:
+        """Register, claim and run until stopped, out of budget or idle; answers the count of each attempt end."""
+        assert self._executor is None, "Did you call run() twice?"
+        opts = self.options
+        if not await self._register():
+            return self.ends
+        self._executor = ThreadPoolExecutor(max_workers=opts.slots, thread_name_prefix="agl-agent")
+        try:
+            async with asyncio.TaskGroup() as attempts:
+                heartbeats = asyncio.create_task(self._heartbeats())
+                try:
+                    await self._claim_loop(attempts)
+                    await self._drain()
+                finally:
+                    heartbeats.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await heartbeats
+        finally:
+            self._executor.shutdown(wait=False, cancel_futures=True)
+            await self._deregister()
+        return self.ends
+
+    async def _register(self) -> bool:
+        """Register (retrying while the API is unreachable); False when stopped before the API answered."""
+        opts = self.options
+        registering = asyncio.ensure_future(
+            self._deliver(
+                "register",
+                lambda: self.client.register_worker(
+                    self.worker_id, capabilities=opts.capabilities, slots=opts.slots, version=opts.version
+                ),
+            )
+        )
+        stopped = asyncio.ensure_future(self._stopping.wait())
+        await asyncio.wait({registering, stopped}, return_when=asyncio.FIRST_COMPLETED)
+        stopped.cancel()
+        if not registering.done():
+            registering.cancel()
+            return False
+        try:
+            registering.result()
+        except CommandRejected as e:
+            raise RunnerError(f"the API refused to register worker {self.worker_id!r}: {e}") from e
+        return True
+
+    async def _deregister(self) -> None:
+        reason = "drained" if self.stopping else "done"
+        try:
+            await asyncio.wait_for(
+                self._deliver("deregister", lambda: self.client.deregister_worker(self.worker_id, reason)), 10
+            )
+        except (TimeoutError, CommandRejected) as e:
+            log.warning("worker %s could not deregister (%r); the API will see it go silent", self.worker_id, e)
+
+    # -- claiming -----------------------------------------------------------------------------------------------
+    def _budget_left(self) -> int | None:
+        limit = self.options.max_rollouts
+        return None if limit is None else limit - self._claimed
+
+    async def _claim_loop(self, attempts: asyncio.TaskGroup) -> None:
+        opts, backoff = self.options, Backoff()
+        idle_since = time.monotonic()
+        while not self.stopping and self._budget_left() != 0:
+            free = opts.slots - len(self._active)
+            if free <= 0:
+                await self._until_slot_freed()
+                continue
+            if self._active:
+                idle_since = time.monotonic()
+            wait_ms = opts.poll_wait_ms
+            if opts.idle_exit_s is not None and not self._active:
+                left_s = opts.idle_exit_s - (time.monotonic() - idle_since)
+                if left_s <= 0:
+                    log.info("worker %s idle for %.1f s: exiting", self.worker_id, opts.idle_exit_s)
+                    return
+                wait_ms = min(wait_ms, max(1, int(left_s * 1000)))
+            budget = self._budget_left()
+            limit = min(free, 100, budget if budget is not None else free)
+            try:
+                claims = await self.client.dequeue(
+                    self.worker_id, limit=limit, capabilities=opts.capabilities, wait_ms=wait_ms
+                )
+            except ApiUnavailable as e:
+                await self._pause(backoff, "dequeue", e)
+                continue
+            except CommandRejected as e:
+                raise RunnerError(f"the API refused to hand out rollouts to {self.worker_id!r}: {e}") from e
+            backoff = Backoff()
+            for claim in claims:
+                self._start(attempts, claim)
+            if claims:
+                idle_since = time.monotonic()
+
+    def _start(self, attempts: asyncio.TaskGroup, claim: Claim) -> None:
+        self._claimed += 1
+        active = _Active(claim)
+        self._active[claim.attempt_id] = active
+        active.task = attempts.create_task(self._attempt(active), name=f"attempt {claim.attempt_id}")
+
+    async def _until_slot_freed(self) -> None:
+        self._slot_freed.clear()
+        stopping = asyncio.ensure_future(self._stopping.wait())
+        freed = asyncio.ensure_future(self._slot_freed.wait())
+        try:
+            await asyncio.wait({stopping, freed}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stopping.cancel()
+            freed.cancel()
+
+    async def _drain(self) -> None:
+        """Wait for the running attempts; once stopped, for ``drain_grace_s`` at most, then cancel the rest."""
+        tasks = {a.task for a in self._active.values() if a.task is not None}
+        if not tasks:
+            return
+        # Out of budget or idle, the claimed work is ours to finish, however long; a stop() meanwhile starts the grace.
+        all_done = asyncio.ensure_future(asyncio.wait(tasks))
+        stopped = asyncio.ensure_future(self._stopping.wait())
+        await asyncio.wait({all_done, stopped}, return_when=asyncio.FIRST_COMPLETED)
+        stopped.cancel()
+        if all_done.done():
+            return
+        grace = self.options.drain_grace_s
+        log.info("worker %s draining %d attempts (grace %.0f s)", self.worker_id, len(tasks), grace)
+        try:
+            await asyncio.wait_for(asyncio.shield(all_done), grace)
+        except TimeoutError:
+            for task in tasks:
+                task.cancel()
+            await all_done
+
+    # -- one attempt --------------------------------------------------------------------------------------------
+    async def _attempt(self, active: _Active) -> None:
+        claim = active.claim
+        try:
+            record = await self._run_attempt(active)
+        except asyncio.CancelledError:
+            # Stopped by the drain deadline: say so now rather than leave it to the watchdog.
+            record = AttemptRecord(claim.rollout_id, claim.attempt_id, "shutdown")
+            await self._report_shutdown(claim)
+        except CommandRejected as e:
+            log.warning("attempt %s of %s: the API refused a report: %s", claim.attempt_id, claim.rollout_id, e)
+            record = AttemptRecord(claim.rollout_id, claim.attempt_id, "refused")
+        except Exception:
+            # A bug of the runner itself must not take the other attempts down with it.
+            log.exception("attempt %s of %s: the runner failed", claim.attempt_id, claim.rollout_id)
+            record = AttemptRecord(claim.rollout_id, claim.attempt_id, "refused")
+        finally:
+            del self._active[claim.attempt_id]
+            self._slot_freed.set()
+        self.records.append(record)
+        self.ends[record.end] += 1
+
+    async def _run_attempt(self, active: _Active) -> AttemptRecord:
+        claim, worker = active.claim, self.worker_id
+        ids = (claim.rollout_id, claim.attempt_id)
+        verdict = await self._deliver("running", lambda: self.client.report_running(*ids, worker))
+        if verdict.cancelled or verdict.late:
+            return AttemptRecord(*ids, "cancelled", verdict=verdict)
+        active.running = True
+        rollout = Rollout(
+            rollout_id=claim.rollout_id, attempt_id=claim.attempt_id, sequence_id=claim.sequence_id,
+            input=claim.input, mode=claim.mode, resources_id=claim.resources_id,
+            config=claim.config, metadata=claim.metadata,
+        )  # fmt: skip
+        ended = await self._execute(active, rollout)
+        if ended is None:
+            return AttemptRecord(*ids, "cancelled")
+        outcome, rewards = ended if isinstance(ended, tuple) else (None, [])
+        if outcome is not None:
+            try:
+                await self._report_results(rollout, outcome, rewards)
+            except CommandRejected as e:
+                ended = _Failure(ErrorInfo(type="ReportRejected", message=f"the API refused a result: {e}"))
+        if isinstance(ended, _Failure):
+            send = functools.partial(self.client.finish_attempt, *ids, worker, "failed", ended.error)
+            verdict = await self._deliver("finish", send)
+            return AttemptRecord(*ids, "failed", error=ended.error, verdict=verdict)
+        verdict = await self._deliver("finish", lambda: self.client.finish_attempt(*ids, worker, "succeeded"))
+        return AttemptRecord(*ids, "succeeded", rewards=tuple(r.value for r in rewards), verdict=verdict)
+
+    async def _execute(self, active: _Active, rollout: Rollout) -> tuple[Outcome, list[RewardIn]] | _Failure | None:
+        """Run the agent: its outcome and rewards, its failure, or None when the API cancelled it."""
+        with attempt_scope(rollout) as scope:
+            try:
+                resources = await self._resources(rollout.resources_id)
+                self.agent.on_rollout_start(rollout.input, self, rollout)
+                entry = self.agent.entry(rollout.mode)
+                active.agent_task = self._launch(entry, rollout, resources)
+                result = await active.agent_task
+                self.agent.on_rollout_end(rollout.input, rollout, result)
+                outcome = interpret(result, rollout)
+            except asyncio.CancelledError:
+                current = asyncio.current_task()
+                if active.cancelled_by_api and (current is None or current.cancelling() == 0):
+                    return None
+                raise
+            except Exception as e:  # noqa: BLE001 - whatever the agent raises fails its attempt, with its story
+                return _Failure(_error_info(e))
+        ids = {"rollout_id": rollout.rollout_id, "attempt_id": rollout.attempt_id}
+        rewards = [RewardIn(**ids, value=r.value, name=r.name, dimensions=dict(r.dimensions)) for r in scope.rewards]
+        if outcome.reward is not None:
+            rewards.append(RewardIn(**ids, value=outcome.reward))
+        return outcome, rewards
+
+    def _launch(self, entry: Callable[..., Any], rollout: Rollout, resources: Mapping[str, Any]) -> asyncio.Future[Any]:
+        if inspect.iscoroutinefunction(entry):
+            coroutine: Coroutine[Any, Any, Any] = entry(rollout.input, resources, rollout)
+            return asyncio.ensure_future(coroutine)
+        # The thread runs in a copy of this context, so emit_reward() finds the rollout's scope there too.
+        call = functools.partial(contextvars.copy_context().run, entry, rollout.input, resources, rollout)
+        return asyncio.get_running_loop().run_in_executor(self._executor, call)
+
+    async def _resources(self, resources_id: str | None) -> dict[str, Resource]:
+        """The rollout's resources: pinned, or the latest (none published: ``{}``)."""
+        backoff, deadline = Backoff(), time.monotonic() + self.options.resources_wait_s
+        while True:
+            answer = await self._deliver("resources", lambda: self.client.get_resources(resources_id))
+            if answer is not None:
+                return dict(answer.resources)
+            if resources_id is None:
+                return {}
+            # Pinned resources just published may not be in the read model yet: give it a moment.
+            if time.monotonic() >= deadline:
+                raise AgentError(f"the rollout's resources {resources_id!r} do not exist")
+            await asyncio.sleep(backoff.next_delay())
+
+    async def _report_results(self, rollout: Rollout, outcome: Outcome, rewards: list[RewardIn]) -> None:
+        spans = list(outcome.spans)
+        for n, start in enumerate(range(0, len(spans), SPAN_BATCH)):
+            key = f"{rollout.attempt_id}:spans:{n}"
+            send = functools.partial(self.client.record_spans, spans[start : start + SPAN_BATCH], idempotency_key=key)
+            await self._deliver("spans", send)
+        if rewards:
+            key = f"{rollout.attempt_id}:rewards"
+            await self._deliver("rewards", lambda: self.client.assign_rewards(rewards, idempotency_key=key))
+
+    async def _report_shutdown(self, claim: Claim) -> None:
+        error = ErrorInfo(type="RunnerShutdown", message=f"worker {self.worker_id} stopped before the attempt ended")
+        send = self.client.finish_attempt(claim.rollout_id, claim.attempt_id, self.worker_id, "failed", error)
+        try:
+            await asyncio.wait_for(send, 5)
+        except (TimeoutError, LightningError) as e:
+            log.warning("attempt %s: could not report the shutdown (%r); the watchdog will", claim.attempt_id, e)
+
+    # -- heartbeats ---------------------------------------------------------------------------------------------
+    async def _heartbeats(self) -> None:
+        while True:
+            await asyncio.sleep(self.options.heartbeat_s * random.uniform(0.8, 1.0))  # noqa: S311
+            await asyncio.gather(
+                self._beat_worker(), *(self._beat_attempt(a) for a in list(self._active.values()) if a.running)
+            )
+
+    async def _beat_worker(self) -> None:
+        stats = {
+            "slots": self.options.slots,
+            "busy_slots": len(self._active),
+            "attempts": list(self._active),
+            "draining": self.stopping,
+        }
+        try:
+            await self.client.heartbeat_worker(self.worker_id, stats)
+        except LightningError as e:
+            log.info("worker heartbeat not delivered (%r); the next one will be", e)
+
+    async def _beat_attempt(self, active: _Active) -> None:
+        claim = active.claim
+        try:
+            verdict = await self.client.heartbeat_attempt(claim.rollout_id, claim.attempt_id, self.worker_id)
+        except LightningError as e:
+            log.info("heartbeat of attempt %s not delivered (%r)", claim.attempt_id, e)
+            return
+        if verdict.cancelled and active.agent_task is not None and not active.agent_task.done():
+            log.info("attempt %s of %s: cancelled by the API; stopping it", claim.attempt_id, claim.rollout_id)
+            active.cancelled_by_api = True
+            active.agent_task.cancel()
+
+    # -- delivery -----------------------------------------------------------------------------------------------
+    async def _deliver(self, what: str, send: Callable[[], Awaitable[T]]) -> T:
+        """``send()`` until the API answers; a 4xx answer (CommandRejected) is raised, never retried."""
+        backoff = Backoff()
+        while True:
+            try:
+                return await send()
+            except ApiUnavailable as e:
+                await self._pause(backoff, what, e)
+
+    async def _pause(self, backoff: Backoff, what: str, error: Exception) -> None:
+        delay = backoff.next_delay()
+        log.warning("%s: the API is unreachable (%s); retrying in %.1f s", what, error, delay)
+        await asyncio.sleep(delay)

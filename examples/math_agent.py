@@ -1,0 +1,75 @@
+"""An example agent: ask the LLM a short arithmetic question, reward 1.0 for the right number, else 0.0.
+
+Run it on the tasks shipped beside it, against a running stack (``agl up``)::
+
+    agl runner --agent examples.math_agent:math_agent --slots 2
+
+or from a script or notebook, without a runner of your own::
+
+    import agl
+    from examples.math_agent import math_agent, load_tasks
+
+    for rollout in agl.dev(math_agent, load_tasks()):
+        print(rollout.status, rollout.reward, rollout.input["question"])
+
+The LLM is the ``llm`` resource published on the stack (``agl up`` publishes its embedded model). A small model
+such as SmolLM2-135M is often wrong: then the reward is 0.0 and the attempt still succeeds.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import agl
+from agl.agent import AgentError
+from agl.llm import AsyncLLMClient
+from schemas import LLMResource, ProxyLLMResource, Resource
+
+TASKS = Path(__file__).with_name("math_tasks.jsonl")
+SYSTEM = "You are a calculator. Answer with the number only."
+#: The first number in a reply: an optional sign, digits, an optional decimal part.
+NUMBER = re.compile(r"-?\d+(?:\.\d+)?")
+
+
+def load_tasks(path: Path = TASKS) -> list[dict[str, Any]]:
+    """The tasks, one JSON object per line: ``{"question": "What is 7 + 5?", "answer": 12}``."""
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def first_number(text: str | None) -> float | None:
+    found = NUMBER.search(text or "")
+    return float(found.group()) if found else None
+
+
+def reward_of(reply: str | None, answer: float) -> float:
+    number = first_number(reply)
+    return 1.0 if number is not None and abs(number - float(answer)) < 1e-9 else 0.0
+
+
+def _llm(resources: Mapping[str, Resource]) -> LLMResource | ProxyLLMResource:
+    named = resources.get("llm")
+    if isinstance(named, (LLMResource, ProxyLLMResource)):
+        return named
+    for resource in resources.values():
+        if isinstance(resource, (LLMResource, ProxyLLMResource)):
+            return resource
+    raise AgentError("the math agent needs an LLM resource (publish one named 'llm')")
+
+
+@agl.rollout
+async def math_agent(task: Mapping[str, Any], resources: Mapping[str, Resource], rollout: agl.Rollout) -> float:
+    """One question, one LLM call, the reward."""
+    llm = _llm(resources)
+    async with AsyncLLMClient.from_resource(
+        llm, rollout_id=rollout.rollout_id, attempt_id=rollout.attempt_id
+    ) as client:
+        reply = await client.chat(
+            [{"role": "system", "content": SYSTEM}, {"role": "user", "content": task["question"]}],
+            temperature=0,
+            max_tokens=16,
+        )
+    return reward_of(reply.content, task["answer"])

@@ -1,0 +1,85 @@
+"""A runner cut off from the API: it backs off, resends every report in order with the same ids, loses none."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from typing import Any
+
+import httpx
+import pytest
+from aiokafka import AIOKafkaConsumer
+
+from agl.runner import Runner, RunnerOptions
+from producers.client import AsyncClient, RetryPolicy
+from schemas import TOPIC_BY_EVENT, RewardAssigned, SpanRecorded, decode
+from tests.runner import agents
+
+pytestmark = [pytest.mark.kafka, pytest.mark.pg]
+
+
+class Cutoff(httpx.AsyncBaseTransport):
+    """The real API behind a failing network, by the last path segment of a request (``running``, ``finish``...).
+
+    ``before[k]`` requests fail before reaching the API; ``after[k]`` reach it and lose their answer.
+    """
+
+    def __init__(self, inner: httpx.AsyncBaseTransport, before: dict[str, int], after: dict[str, int]) -> None:
+        self.inner, self.before, self.after = inner, dict(before), dict(after)
+        self.sent: list[str] = []
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        what = request.url.path.rsplit("/", 1)[-1]
+        self.sent.append(what)
+        if self.before.get(what, 0) > 0:
+            self.before[what] -= 1
+            raise httpx.ConnectError("the network is down", request=request)
+        response = await self.inner.handle_async_request(request)
+        await response.aread()
+        if self.after.get(what, 0) > 0:
+            self.after[what] -= 1
+            raise httpx.ReadError("the answer was lost", request=request)
+        return response
+
+
+async def events_of(bootstrap: str, prefix: str, event_type, rollout_id: str, *, count: int, timeout_s: float = 30.0):
+    topic = TOPIC_BY_EVENT[event_type].full_name(prefix)
+    found: list[Any] = []
+    async with AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest") as consumer:
+        deadline = asyncio.get_running_loop().time() + timeout_s
+        while len(found) < count and asyncio.get_running_loop().time() < deadline:
+            for records in (await consumer.getmany(timeout_ms=300)).values():
+                events = (decode(r.value, r.headers) for r in records)
+                found += [e for e in events if isinstance(e, event_type) and e.rollout_id == rollout_id]
+        # Anything more (a twin) would arrive within a moment of the rest.
+        for records in (await consumer.getmany(timeout_ms=1000)).values():
+            events = (decode(r.value, r.headers) for r in records)
+            found += [e for e in events if isinstance(e, event_type) and e.rollout_id == rollout_id]
+    return found
+
+
+async def test_reports_survive_a_failing_network_in_order_with_the_same_ids(app, client, kafka_bootstrap, kafka_topics):
+    await client.enqueue_rollout({"x": 1}, rollout_id="ro-cutoff")
+    cutoff = Cutoff(
+        httpx.ASGITransport(app=app),
+        before={"register": 2, "dequeue": 2, "running": 3, "rewards": 2, "finish": 2},
+        after={"running": 1, "spans": 1, "finish": 1},
+    )
+    http = httpx.AsyncClient(transport=cutoff, base_url="http://api", timeout=60)
+    async with AsyncClient("http://api", http=http, retry=RetryPolicy(attempts=1)) as flaky:
+        runner = Runner(agents.traced, flaky, RunnerOptions(max_rollouts=1, heartbeat_s=60))
+        assert await asyncio.wait_for(runner.run(), 120) == Counter({"succeeded": 1})
+    (record,) = runner.records
+    assert record.rewards == (0.75,) and record.verdict is not None
+    assert (record.verdict.rollout_status, record.verdict.attempt_status) == ("succeeded", "succeeded")
+    # Every report went through, in order: running, then spans, then rewards, then finish.
+    reports = [w for w in cutoff.sent if w in ("running", "spans", "rewards", "finish")]
+    assert reports == ["running"] * 5 + ["spans"] * 2 + ["rewards"] * 3 + ["finish"] * 4
+    rollout = (await client.wait_rollouts(["ro-cutoff"], 30))[0].model_dump()
+    assert rollout["status"] == "succeeded" and len(rollout["attempts"]) == 1
+    # The spans batch whose answer was lost was resent with the same span ids: a consumer dedupes it.
+    spans = await events_of(kafka_bootstrap, kafka_topics, SpanRecorded, "ro-cutoff", count=4)
+    assert len(spans) == 4 and len({s.span_id for s in spans}) == 2
+    assert {s.attempt_id for s in spans} == {record.attempt_id}
+    rewards = await events_of(kafka_bootstrap, kafka_topics, RewardAssigned, "ro-cutoff", count=1)
+    assert [(r.value, r.attempt_id) for r in rewards] == [(0.75, record.attempt_id)]

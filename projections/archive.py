@@ -5,12 +5,13 @@ broker's retention: with the memory-only Tansu broker, ``agl up`` re-publishes t
 partition and offset order, so the offsets match again (see ``consumers.restore``).
 
 The projection is raw: it stores records as they are, including those no projection can decode, because a
-restored log must keep every offset.
+restored log must keep every offset. No record's bytes may make a row fail (a parked record would be a gap in the
+archive, and a gap makes a restore inexact): ``value`` and the headers are kept exactly, while ``payload``, ``type``
+and ``version``, which exist for queries, hold only what their column types accept (else NULL or a sanitised copy).
 """
 
 from __future__ import annotations
 
-import base64
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -20,6 +21,7 @@ import orjson
 
 from projections.base import Envelope, Projection
 from projections.migrations import load_package_migrations
+from projections.safe_text import encode_headers, int4_or_none, jsonb_payload, safe_text
 from schemas.topics import META, TOPICS
 
 if TYPE_CHECKING:
@@ -30,7 +32,12 @@ _COLUMNS = 'topic, partition, "offset", event_id, type, version, key, timestamp,
 
 def _header(headers: dict[str, bytes], name: str) -> str | None:
     raw = headers.get(name)
-    return None if raw is None else raw.decode(errors="replace")
+    return None if raw is None else safe_text(raw.decode(errors="replace"))
+
+
+#: The range of ``timestamptz`` that Python's datetime can also hold; a foreign producer may set any int64.
+_MIN_MS = int(datetime(1, 1, 2, tzinfo=UTC).timestamp() * 1000)
+_MAX_MS = int(datetime(9999, 12, 31, tzinfo=UTC).timestamp() * 1000)
 
 
 def _row(e: Envelope) -> tuple[Any, ...]:
@@ -40,19 +47,12 @@ def _row(e: Envelope) -> tuple[Any, ...]:
         event_id = UUID(_header(headers, "ce_id") or "")
     except ValueError:
         event_id = None
-    version = _header(headers, "event_version")
-    payload: str | None = None
-    if e.value is not None:
-        try:
-            orjson.loads(e.value)
-            payload = e.value.decode()
-        except (orjson.JSONDecodeError, UnicodeDecodeError):
-            payload = None
-    encoded = orjson.dumps([[n, base64.b64encode(v or b"").decode()] for n, v in e.headers]).decode()
-    timestamp = datetime.fromtimestamp(e.timestamp_ms / 1000, UTC)  # the broker's recorded time, not a clock read
-    number = int(version) if version and version.isdigit() else None
-    return (e.topic, e.partition, e.offset, event_id, _header(headers, "ce_type"), number, e.key, timestamp,
-            payload, e.value, encoded)  # fmt: skip
+    encoded = orjson.dumps(encode_headers(e.headers)).decode()
+    # The broker's recorded time, not a clock read (clamped: the archive must take the record whatever it says).
+    timestamp = datetime.fromtimestamp(min(max(e.timestamp_ms, _MIN_MS), _MAX_MS) / 1000, UTC)
+    return (e.topic, e.partition, e.offset, event_id, _header(headers, "ce_type"),
+            int4_or_none(_header(headers, "event_version")), e.key, timestamp, jsonb_payload(e.value), e.value,
+            encoded)  # fmt: skip
 
 
 async def apply(envelopes: Sequence[Envelope], conn: AsyncConnection[Any]) -> None:

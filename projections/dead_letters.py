@@ -2,23 +2,33 @@
 
 Reasons: ``decode`` (not a valid event), ``unknown_type`` (a type or version this code does not know), ``apply``
 (apply raised a non-retriable error) and ``blocked`` (an earlier event of the same key is parked and the projection
-declares per-key ordering). ``replay`` applies parked records again, in log order, through the projection's
-``apply``; one that still fails stays parked with its new error.
+declares per-key ordering). ``replay`` applies parked records again, in park order (the order the engine met them,
+across topics), through the projection's ``apply``; one that still fails stays parked with its new error.
+``discard`` closes a letter for good, with who and why, so that one bad event does not block its key for ever.
+
+Parking never fails on the record's own bytes: text columns get sanitised copies, the bytes stay exact in ``key``,
+``payload`` and the base64 headers (``projections.safe_text``).
+
+The event-id ledger (``applied_events``) holds the ids of applied events. Parking by apply takes the event's id out
+again (the engine put it in before applying), and a replay puts it back: a replayed event whose id was applied
+meanwhile (a re-published copy) is not applied a second time, and a copy that comes after the replay is dropped.
 """
 
 from __future__ import annotations
 
-import base64
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Literal
 from uuid import UUID
 
+from psycopg import sql
 from psycopg.rows import class_row
 from psycopg.types.json import Jsonb
 
 from projections.base import Envelope
+from projections.errors import ProjectionError
+from projections.safe_text import decode_headers, encode_headers, safe_text
 from projections.tracking import Generation, set_search_path
 from schemas import DecodeError, decode
 
@@ -28,6 +38,12 @@ if TYPE_CHECKING:
     from projections.base import Projection
 
 Reason = Literal["decode", "unknown_type", "apply", "blocked"]
+
+
+class DeadLetterNotFound(ProjectionError):
+    """No parked dead letter with that id (it does not exist, or was replayed or discarded already)."""
+
+    exit_code = 2
 
 
 @dataclass(frozen=True)
@@ -66,24 +82,38 @@ class DeadLetter:
     status: str
     created_at: datetime
     resolved_at: datetime | None
+    resolved_by: str | None
+    resolution: str | None
 
     def header_pairs(self) -> tuple[tuple[str, bytes], ...]:
-        return tuple((name, base64.b64decode(value)) for name, value in self.headers)
+        return tuple(decode_headers(self.headers))
 
 
-def _encode_headers(headers: Sequence[tuple[str, bytes]]) -> Jsonb:
-    # Header values are arbitrary bytes; base64 keeps them exact inside jsonb.
-    return Jsonb([[name, base64.b64encode(value or b"").decode()] for name, value in headers])
+def _in_log_order(records: Sequence[Parked]) -> list[Parked]:
+    """``records`` with each partition's records in offset order, each partition keeping the places it had.
+
+    The engine hands over decode and blocked parkings before apply parkings; within a partition the offset is the
+    log order, which park order (the ``id``) must follow for replay to keep per-key order.
+    """
+    by_partition: dict[tuple[str, int], list[Parked]] = {}
+    for r in records:
+        by_partition.setdefault((r.topic, r.partition), []).append(r)
+    sorted_runs = {tp: iter(sorted(rs, key=lambda r: r.offset)) for tp, rs in by_partition.items()}
+    return [next(sorted_runs[(r.topic, r.partition)]) for r in records]
 
 
 async def park(conn: AsyncConnection[Any], gen: Generation, records: Sequence[Parked]) -> None:
-    """Store ``records`` (idempotent: a record parked twice keeps its first row)."""
+    """Store ``records`` (idempotent: a record parked twice keeps its first row).
+
+    Call it in the batch's transaction, after apply: an event parked by apply leaves the event-id ledger again.
+    """
     if not records:
         return
     rows = [
-        (gen.projection, gen.generation, r.topic, r.partition, r.offset, r.key, r.event_id, r.event_type,
-         r.reason, r.error[:4000], r.payload, _encode_headers(r.headers))
-        for r in records
+        (gen.projection, gen.generation, r.topic, r.partition, r.offset, r.key, r.event_id,
+         None if r.event_type is None else safe_text(r.event_type), r.reason, safe_text(r.error[:4000]), r.payload,
+         Jsonb(encode_headers(r.headers)))
+        for r in _in_log_order(records)
     ]  # fmt: skip
     async with conn.cursor() as cur:
         await cur.executemany(
@@ -91,6 +121,15 @@ async def park(conn: AsyncConnection[Any], gen: Generation, records: Sequence[Pa
             "event_type, reason, error, payload, headers) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) "
             "ON CONFLICT DO NOTHING",
             rows,
+        )
+    # The engine enters an event's id into the ledger before applying it (a copy later in the batch is then a
+    # duplicate). An event that apply rejected was not applied: its id must not make a later copy, or its own
+    # replay, look applied.
+    rejected = [r.event_id for r in records if r.reason == "apply" and r.event_id is not None]
+    if rejected:
+        await conn.execute(
+            sql.SQL("DELETE FROM {}.applied_events WHERE event_id = ANY(%s)").format(sql.Identifier(gen.schema)),
+            (rejected,),
         )
 
 
@@ -119,7 +158,7 @@ async def parked_keys(conn: AsyncConnection[Any], gen: Generation, keys: Sequenc
 
 _COLUMNS = (
     'id, projection, generation, topic, partition, "offset", key, event_id, event_type, reason, error, payload, '
-    "headers, status, created_at, resolved_at"
+    "headers, status, created_at, resolved_at, resolved_by, resolution"
 )
 
 
@@ -132,7 +171,7 @@ async def list_dead_letters(
             "WHERE (%(p)s::text IS NULL OR projection = %(p)s) AND (%(s)s::text IS NULL OR status = %(s)s) "
             "AND generation = (SELECT generation FROM projection_generations g "
             "  WHERE g.projection = dead_letters.projection AND g.state = 'active') "
-            'ORDER BY projection, topic, partition, "offset" LIMIT %(l)s',
+            "ORDER BY projection, id LIMIT %(l)s",
             {"p": projection, "s": status, "l": limit},
         )
         return await cur.fetchall()
@@ -157,20 +196,29 @@ async def count_parked(conn: AsyncConnection[Any], gen: Generation) -> dict[tupl
 class ReplayResult:
     replayed: int = 0
     still_parked: int = 0
+    #: events whose id the projection had applied meanwhile (a copy): closed without applying them again
+    already_applied: int = 0
 
 
 async def replay(
-    conn: AsyncConnection[Any], projection: Projection, gen: Generation, ids: Sequence[int] | None = None
+    conn: AsyncConnection[Any],
+    projection: Projection,
+    gen: Generation,
+    ids: Sequence[int] | None = None,
+    *,
+    by: str = "replay",
 ) -> ReplayResult:
-    """Apply parked records again, in log order; those that fail again stay parked (with the new error).
+    """Apply parked records again, in park order; those that fail again stay parked (with the new error).
 
-    With per-key ordering, a record whose key still has an earlier parked record stays parked behind it.
+    Park order is the order the engine met the records in, across topics: a key whose events live on two topics
+    (a rollout's enqueue and its attempts) keeps its order, which topic-then-partition order would break. With
+    per-key ordering, a record whose key still has an earlier parked record stays parked behind it.
     """
     result = ReplayResult()
     async with conn.transaction():
         cur = await conn.execute(
             "SELECT id FROM public.dead_letters WHERE projection = %s AND generation = %s AND status = 'parked' "
-            'AND (%s::bigint[] IS NULL OR id = ANY(%s)) ORDER BY topic, partition, "offset" FOR UPDATE',
+            "AND (%s::bigint[] IS NULL OR id = ANY(%s)) ORDER BY id FOR UPDATE",
             (gen.projection, gen.generation, None if ids is None else list(ids), None if ids is None else list(ids)),
         )
         letter_ids = [int(row[0]) for row in await cur.fetchall()]
@@ -178,37 +226,106 @@ async def replay(
         for letter_id in letter_ids:
             letter = await get_dead_letter(conn, letter_id)
             assert letter is not None
-            error = await _replay_one(conn, projection, gen, letter, blocked)
-            if error is None:
-                result.replayed += 1
+            outcome, error = await _replay_one(conn, projection, gen, letter, blocked)
+            if outcome != "failed":
+                duplicate = outcome == "already_applied"
+                result.already_applied += duplicate
+                result.replayed += not duplicate
                 await conn.execute(
-                    "UPDATE public.dead_letters SET status = 'replayed', resolved_at = now() WHERE id = %s",
-                    (letter_id,),
+                    "UPDATE public.dead_letters SET status = %s, resolved_at = now(), resolved_by = %s, "
+                    "resolution = %s WHERE id = %s",
+                    (
+                        "discarded" if duplicate else "replayed",
+                        safe_text(by),
+                        "its event id was already applied (a copy); not applied again" if duplicate else "replayed",
+                        letter_id,
+                    ),
                 )
             else:
                 result.still_parked += 1
                 if projection.per_key_ordering and letter.key is not None:
                     blocked.add(bytes(letter.key))
-                await conn.execute("UPDATE public.dead_letters SET error = %s WHERE id = %s", (error, letter_id))
+                await conn.execute(
+                    "UPDATE public.dead_letters SET error = %s WHERE id = %s", (safe_text(error[:4000]), letter_id)
+                )
     return result
+
+
+_Outcome = Literal["applied", "already_applied", "failed"]
 
 
 async def _replay_one(
     conn: AsyncConnection[Any], projection: Projection, gen: Generation, letter: DeadLetter, blocked: set[bytes]
-) -> str | None:
-    """Apply one dead letter inside a savepoint; return the error text if it fails again."""
+) -> tuple[_Outcome, str]:
+    """Apply one dead letter inside a savepoint; the outcome, with the error text when it failed again."""
     if letter.key is not None and bytes(letter.key) in blocked:
-        return "an earlier record of this key is still parked"
+        return "failed", "an earlier record of this key is still parked"
     headers = letter.header_pairs()
     try:
         event = None if projection.raw else decode(letter.payload, headers)
     except DecodeError as e:
-        return f"{type(e).__name__}: {e}"
+        return "failed", f"{type(e).__name__}: {e}"
     envelope = Envelope(letter.topic, letter.partition, letter.offset, letter.key, 0, event, letter.payload, headers)
+    tracked = (
+        event is not None
+        and projection.dedupe
+        and not projection.raw
+        and type(event) not in projection.idempotent_types
+    )
     try:
         async with conn.transaction():
             await set_search_path(conn, gen.schema, local=True)
+            if tracked:
+                assert event is not None
+                # Through the ledger as the engine goes: the id enters it with the apply (and leaves with a failure,
+                # the savepoint's rollback), so a copy that was applied meanwhile is not applied again.
+                cur = await conn.execute(
+                    "INSERT INTO applied_events (event_id) VALUES (%s) ON CONFLICT DO NOTHING RETURNING event_id",
+                    (event.event_id,),
+                )
+                if await cur.fetchone() is None:
+                    return "already_applied", ""
             await projection.apply([envelope], conn)
     except Exception as e:  # noqa: BLE001 - whatever apply raises keeps the record parked, with the reason
-        return f"{type(e).__name__}: {e}"
-    return None
+        return "failed", f"{type(e).__name__}: {e}"
+    return "applied", ""
+
+
+@dataclass
+class Discarded:
+    letter: DeadLetter
+    #: records of the same key still parked (behind it, for a per-key projection: replay applies them now)
+    same_key_parked: int
+
+
+async def discard(conn: AsyncConnection[Any], letter_id: int, *, reason: str, by: str) -> Discarded:
+    """Close a parked letter without applying it, recording who and why; its key is no longer blocked by it.
+
+    Raises:
+        DeadLetterNotFound: no such letter, or it is not parked (replayed or discarded already).
+    """
+    if not reason.strip():
+        raise DeadLetterNotFound("a discard needs a reason")
+    async with conn.transaction():
+        cur = await conn.execute(
+            "UPDATE public.dead_letters SET status = 'discarded', resolved_at = now(), resolved_by = %s, "
+            "resolution = %s WHERE id = %s AND status = 'parked' RETURNING id",
+            (safe_text(by), safe_text(reason), letter_id),
+        )
+        if await cur.fetchone() is None:
+            found = await get_dead_letter(conn, letter_id)
+            raise DeadLetterNotFound(
+                f"no dead letter {letter_id}" if found is None else f"dead letter {letter_id} is {found.status}"
+            )
+        letter = await get_dead_letter(conn, letter_id)
+        assert letter is not None
+        same_key = 0
+        if letter.key is not None:
+            cur = await conn.execute(
+                "SELECT count(*) FROM public.dead_letters WHERE projection = %s AND generation = %s "
+                "AND status = 'parked' AND key = %s",
+                (letter.projection, letter.generation, letter.key),
+            )
+            row = await cur.fetchone()
+            same_key = 0 if row is None else int(row[0])
+    return Discarded(letter, same_key)

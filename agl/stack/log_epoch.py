@@ -3,13 +3,18 @@
 The first record of the meta topic names the log's epoch (a UUID written when the log began). PostgreSQL
 remembers the epoch its positions belong to. When they differ while positions exist, resuming would seek
 beyond the end of a shorter log: Tansu then stalls without an error and later skips events. So the stack
-refuses, unless told to start the read models over.
+refuses, unless told to start the read models over; even then the event archive is kept (``start_over``).
+
+Tansu forgets its log when it stops, so before it stops the archive is given the time to store every record
+(``settle_archive_at_stop``): what it still lacks then is known, and reported by the restore at the next start.
 """
 
 from __future__ import annotations
 
 import enum
+import logging
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -18,10 +23,12 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from psycopg.types.json import Jsonb
 
 from agl.errors import LogResetError
-from consumers.restore import start_over
+from consumers.restore import settle_archive, start_over
 
 if TYPE_CHECKING:
     from psycopg import AsyncConnection
+
+log = logging.getLogger(__name__)
 
 _EPOCH_KEY = b"log_epoch"
 _READ_TIMEOUT_MS = 10_000
@@ -99,10 +106,12 @@ async def reconcile_log_epoch(
                 raise LogResetError(
                     f"the broker's log was reset (epoch {stored} is gone, the broker now holds {broker_epoch}) "
                     f"but PostgreSQL holds {positions} consumer positions in the old log; resuming would skip "
-                    "or stall. Start the read models over with `agl up --accept-log-reset`, or use the durable "
-                    "Apache Kafka broker (`agl up --broker kafka`)"
+                    "or stall. `agl up --accept-log-reset` starts the read models over on the new log and keeps the "
+                    "event archive (retired, as read-only history: it is never deleted), or use the durable Apache "
+                    "Kafka broker (`agl up --broker kafka`)"
                 )
-            # Positions without their rows would be as wrong as rows without positions: drop both.
+            # Positions without their rows would be as wrong as rows without positions: drop both (the archive's
+            # rows are kept, retired, since they are the old log's only copy).
             await start_over(conn)
         await conn.execute(
             "INSERT INTO stack_state (key, value) VALUES ('log_epoch', %s) "
@@ -110,3 +119,35 @@ async def reconcile_log_epoch(
             (Jsonb(broker_epoch),),
         )
         return EpochOutcome.ADOPTED if stored is None or positions == 0 else EpochOutcome.RESET_ACCEPTED
+
+
+async def settle_archive_at_stop(
+    database_url: str,
+    bootstrap: str,
+    topics: list[str],
+    *,
+    archive_running: Callable[[], bool],
+    timeout_s: float = 30.0,
+) -> str | None:
+    """Before a broker that forgets its log stops (the writers stopped already): let the archive catch up.
+
+    Returns a warning to print when the archive could not catch up. Never raises: the stack is stopping either
+    way, and the restore at the next start reports what is missing again (from the high watermarks stored here).
+    """
+    import psycopg
+
+    try:
+        async with await psycopg.AsyncConnection.connect(database_url, autocommit=True) as conn:
+            settled = await settle_archive(
+                conn, bootstrap, topics, timeout_s=timeout_s, archive_running=archive_running
+            )
+    except Exception as e:  # a stop must go on; the restore at the next start still finds the loss
+        log.warning("could not wait for the archive before stopping the broker", exc_info=True)
+        return f"warning: could not check that the archive holds every record before stopping: {e}"
+    if settled.caught_up:
+        return None
+    behind = "; ".join(f"{t}[{p}] {have} of {mark}" for (t, p), (have, mark) in sorted(settled.behind.items()))
+    return (
+        f"warning: the archive did not catch up before the broker stopped ({behind}); those records are lost "
+        "with the broker, and the next `agl up` reports them"
+    )

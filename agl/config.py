@@ -52,6 +52,9 @@ class Settings(BaseSettings):
     api_pool_timeout_s: float = Field(
         default=10.0, gt=0, description="a request waiting longer for a connection is answered 503 with Retry-After"
     )
+    api_publish_wait_s: float = Field(
+        default=10.0, gt=0, description="a command whose events are not on the log by then is answered 503 (kept)"
+    )
     topic_prefix: str = Field(default="", description="prefix of every topic name, to share one cluster")
     startup_timeout_s: float = Field(default=60.0, gt=0)
     llm_endpoint: str | None = Field(

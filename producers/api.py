@@ -11,6 +11,7 @@ from producers.commands import ONE_OR_MANY_MODELS, router
 from producers.http import (
     COMMAND_RESPONSES,
     CONFLICT_RESPONSES,
+    NOT_FOUND_RESPONSES,
     BodySizeLimit,
     add_schemas,
     install_error_answers,
@@ -26,6 +27,7 @@ if TYPE_CHECKING:
 
     from fastapi import FastAPI
     from psycopg_pool import AsyncConnectionPool
+    from starlette.routing import BaseRoute
 
     from agl.config import Settings
 
@@ -36,23 +38,27 @@ def mount_commands(app: FastAPI, settings: Settings) -> None:
     The unsafe-input guard covers every route of the app (reads too); the size limit wraps it, so an oversized
     body is refused before the guard buffers it (the middleware added last runs first).
     """
+    _declare_route_responses(router.routes)
     app.include_router(router, responses=COMMAND_RESPONSES)
     app.include_router(lifecycle_router, responses=COMMAND_RESPONSES)
-    _declare_conflicts(app)
     app.add_middleware(UnsafeInputGuard)
     app.add_middleware(BodySizeLimit, max_bytes=settings.api_max_body_bytes)
     install_error_answers(app)
     add_schemas(app, ONE_OR_MANY_MODELS)
 
 
-#: Command routes that answer 409 (FastAPI cannot see which errors an endpoint raises).
-CONFLICTING_ROUTES = frozenset({("POST", "/v1/rollouts")})
+#: What command routes answer besides the family's statuses (FastAPI cannot see which errors an endpoint raises).
+ROUTE_RESPONSES: dict[tuple[str, str], dict[int | str, dict[str, Any]]] = {
+    ("POST", "/v1/rollouts"): CONFLICT_RESPONSES,
+    ("POST", "/v1/rollouts/{rollout_id}/cancel"): NOT_FOUND_RESPONSES,
+}
 
 
-def _declare_conflicts(app: FastAPI) -> None:
-    for route in app.routes:
-        if isinstance(route, APIRoute) and any((m, route.path) in CONFLICTING_ROUTES for m in route.methods or ()):
-            route.responses.update(CONFLICT_RESPONSES)
+def _declare_route_responses(routes: list[BaseRoute]) -> None:
+    for route in routes:
+        if isinstance(route, APIRoute):
+            for method in route.methods or ():
+                route.responses.update(ROUTE_RESPONSES.get((method, route.path), {}))
 
 
 @contextlib.asynccontextmanager
@@ -65,7 +71,7 @@ async def running_commands(app: FastAPI, settings: Settings, pool: AsyncConnecti
         await migrate_commands(conn)
     async with (
         EventPublisher(settings.kafka_bootstrap, topic_prefix=settings.topic_prefix) as publisher,
-        OutboxRelay(settings.database_url, publisher) as relay,
+        OutboxRelay(settings.database_url, publisher, publish_wait_s=settings.api_publish_wait_s) as relay,
     ):
         app.state.publisher = publisher
         app.state.relay = relay

@@ -143,16 +143,18 @@ def _cancel(rollout_id: str, reason: str | None) -> _Call[Accepted]:
 
 def _resources(resources: Mapping[str, Resource], resources_id: str | None) -> _Call[ResourcesAccepted]:
     body = ResourcesIn(resources_id=resources_id, resources=dict(resources))
-    return _Call("POST", "/v1/resources", ResourcesAccepted, body)
+    return _Call("POST", "/v1/resources", ResourcesAccepted, body, _keyed(None))
 
 
 def _delete_document(collection: str, document_id: str) -> _Call[DocumentAccepted]:
     path = f"/v1/knowledge/documents/{document_id}"
-    return _Call("DELETE", path, DocumentAccepted, params={"collection": collection})
+    return _Call("DELETE", path, DocumentAccepted, headers=_keyed(None), params={"collection": collection})
 
 
 def _keyed(key: str | None) -> dict[str, str]:
-    return {} if key is None else {"Idempotency-Key": key}
+    """Every command carries an Idempotency-Key (one per call unless given), reused by the call's retries: a retry
+    after a lost answer is answered with the first request's events and never publishes a twin."""
+    return {"Idempotency-Key": key or f"sdk-{uuid.uuid4().hex}"}
 
 
 def _rewards(rewards: Sequence[RewardIn], idempotency_key: str | None) -> _Call[Accepted]:
@@ -349,7 +351,7 @@ class AsyncClient(_Base):
 
     async def upsert_document(self, document: DocumentIn) -> DocumentAccepted:
         """Insert or replace a document; the answer carries its new ``document_version``."""
-        return await self._send(_Call("POST", "/v1/knowledge/documents", DocumentAccepted, document))
+        return await self._send(_Call("POST", "/v1/knowledge/documents", DocumentAccepted, document, _keyed(None)))
 
     async def delete_document(self, collection: str, document_id: str) -> DocumentAccepted:
         return await self._send(_delete_document(collection, document_id))
@@ -499,7 +501,7 @@ class Client(_Base):
         return self._send(_resources(resources, resources_id))
 
     def upsert_document(self, document: DocumentIn) -> DocumentAccepted:
-        return self._send(_Call("POST", "/v1/knowledge/documents", DocumentAccepted, document))
+        return self._send(_Call("POST", "/v1/knowledge/documents", DocumentAccepted, document, _keyed(None)))
 
     def delete_document(self, collection: str, document_id: str) -> DocumentAccepted:
         return self._send(_delete_document(collection, document_id))

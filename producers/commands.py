@@ -35,6 +35,7 @@ from producers.models import (
 )
 from producers.outbox import OutboxRelay
 from producers.publisher import EventPublisher
+from producers.requests import Committed, commit_once
 from schemas import (
     DocumentDeleted,
     DocumentUpserted,
@@ -146,17 +147,12 @@ async def enqueue_rollouts(
     return RolloutsAccepted(rollouts=rollouts, **_accepted(events, positions))
 
 
-#: How long a command waits for the relay to publish its events before answering 503 (they stay committed and
-#: are published when the broker is back; a retry of the same command finds them).
-PUBLISH_WAIT_S = 30.0
-
-
 async def published_positions(
     relay: OutboxRelay, conn: AsyncConnection[Any], outbox_ids: Sequence[int]
 ) -> list[Position]:
     """Where the relay published these outbox rows; 503 (retriable) when it could not in time."""
     try:
-        return await relay.wait_published(conn, outbox_ids, PUBLISH_WAIT_S)
+        return await relay.wait_published(conn, outbox_ids, relay.publish_wait_s)
     except TimeoutError as e:
         raise NotPublishedYet(f"accepted, but not yet on the log: {e}; retry the same request") from e
 
@@ -202,35 +198,71 @@ async def cancel_rollout(
 
 
 # -- resources and knowledge ------------------------------------------------------------------------------------
+KeyHeader = Annotated[
+    str | None,
+    Header(
+        alias="Idempotency-Key",
+        min_length=1,
+        max_length=200,
+        description="makes a retry answer the first request's events and publish nothing new",
+    ),
+]
+
+
 @router.post("/resources", status_code=202, response_model=ResourcesAccepted)
 async def publish_resources(
-    body: ResourcesIn, publisher: PublisherDep, pool: PoolDep, envelope: EnvelopeDep
+    body: ResourcesIn,
+    *,
+    publisher: PublisherDep,
+    pool: PoolDep,
+    relay: RelayDep,
+    envelope: EnvelopeDep,
+    idempotency_key: KeyHeader = None,
 ) -> ResourcesAccepted:
     """Publish a new version of a set of resources; versions count from 1 per ``resources_id``."""
     resources_id = body.resources_id or new_id("rs")
-    # The counter row stays locked until the event is on the log: versions are published in order.
-    async with pool.connection() as conn, conn.transaction():
+
+    async def build(conn: AsyncConnection[Any]) -> tuple[list[Event], dict[str, Any]]:
+        # The counter row stays locked until the transaction commits the event to the outbox: versions are
+        # committed, and so published, in order.
         version = await next_number(conn, "resources", resources_id)
         event = ResourcesPublished(
             resources_id=resources_id, resources_version=version, resources=body.resources, **envelope
         )
-        position = await publisher.publish(event)
-    return ResourcesAccepted(resources_id=resources_id, resources_version=version, **_accepted([event], [position]))
+        return [event], {"resources_id": resources_id, "resources_version": version}
+
+    async with pool.connection() as conn:
+        done = await commit_once(
+            conn, publisher, relay, route="resources", key=idempotency_key, digest=request_hash(body), build=build
+        )
+    return ResourcesAccepted(**done.answer, **_answer(done))
 
 
 @router.post("/knowledge/documents", status_code=202, response_model=DocumentAccepted, tags=["knowledge"])
 async def upsert_document(
-    body: DocumentIn, publisher: PublisherDep, pool: PoolDep, envelope: EnvelopeDep
+    body: DocumentIn,
+    *,
+    publisher: PublisherDep,
+    pool: PoolDep,
+    relay: RelayDep,
+    envelope: EnvelopeDep,
+    idempotency_key: KeyHeader = None,
 ) -> DocumentAccepted:
     """Insert or replace a knowledge document; each upsert gets the next ``document_version``."""
     document_id = body.document_id or new_id("doc")
-    async with pool.connection() as conn, conn.transaction():
+
+    async def build(conn: AsyncConnection[Any]) -> tuple[list[Event], dict[str, Any]]:
         version = await next_number(conn, "document", document_id)
         event = DocumentUpserted(
             document_id=document_id, document_version=version, **_fields(body, "document_id"), **envelope
         )
-        position = await publisher.publish(event)
-    return DocumentAccepted(document_id=document_id, document_version=version, **_accepted([event], [position]))
+        return [event], {"document_id": document_id, "document_version": version}
+
+    async with pool.connection() as conn:
+        done = await commit_once(
+            conn, publisher, relay, route="documents", key=idempotency_key, digest=request_hash(body), build=build
+        )
+    return DocumentAccepted(**done.answer, **_answer(done))
 
 
 @router.delete(
@@ -239,46 +271,92 @@ async def upsert_document(
 async def delete_document(
     document_id: IdPath,
     collection: Annotated[str, Query(pattern=ID_PATTERN)],
+    *,
     publisher: PublisherDep,
+    pool: PoolDep,
+    relay: RelayDep,
     envelope: EnvelopeDep,
+    idempotency_key: KeyHeader = None,
 ) -> DocumentAccepted:
     """Delete a knowledge document from its collection."""
-    event = DocumentDeleted(collection=collection, document_id=document_id, **envelope)
-    return DocumentAccepted(document_id=document_id, **_accepted([event], [await publisher.publish(event)]))
+
+    async def build(_: AsyncConnection[Any]) -> tuple[list[Event], dict[str, Any]]:
+        return [DocumentDeleted(collection=collection, document_id=document_id, **envelope)], {}
+
+    digest = request_hash(CancelIn(reason=f"{collection}/{document_id}"))
+    async with pool.connection() as conn:
+        done = await commit_once(
+            conn, publisher, relay, route="document-deletes", key=idempotency_key, digest=digest, build=build
+        )
+    return DocumentAccepted(document_id=document_id, **_answer(done))
 
 
 # -- rewards and spans ------------------------------------------------------------------------------------------
 @router.post("/rewards", status_code=202, response_model=Accepted, openapi_extra=one_or_many_openapi(RewardIn))
-async def assign_rewards(request: Request, publisher: PublisherDep, envelope: EnvelopeDep) -> Accepted:
+async def assign_rewards(
+    request: Request,
+    *,
+    publisher: PublisherDep,
+    pool: PoolDep,
+    relay: RelayDep,
+    envelope: EnvelopeDep,
+    idempotency_key: KeyHeader = None,
+) -> Accepted:
     """Assign one reward (a JSON object) or many (an array)."""
-    events = [RewardAssigned(**_fields(item), **envelope) for item in await one_or_many(request, RewardIn)]
-    return Accepted(**_accepted(events, await publisher.publish_many(events)))
+    items = await one_or_many(request, RewardIn)
+
+    async def build(_: AsyncConnection[Any]) -> tuple[list[Event], dict[str, Any]]:
+        return [RewardAssigned(**_fields(item), **envelope) for item in items], {}
+
+    async with pool.connection() as conn:
+        done = await commit_once(
+            conn, publisher, relay, route="rewards", key=idempotency_key, digest=request_hash(*items), build=build
+        )
+    return Accepted(**_answer(done))
 
 
 @router.post("/spans", status_code=202, response_model=SpansAccepted, openapi_extra=one_or_many_openapi(SpanIn))
 async def record_spans(
-    request: Request, publisher: PublisherDep, pool: PoolDep, envelope: EnvelopeDep
+    request: Request,
+    *,
+    publisher: PublisherDep,
+    pool: PoolDep,
+    relay: RelayDep,
+    envelope: EnvelopeDep,
+    idempotency_key: KeyHeader = None,
 ) -> SpansAccepted:
     """Record a batch of spans (an array, or one object). Spans without ``sequence_id`` are numbered per rollout."""
     items = await one_or_many(request, SpanIn)
-    sequence_ids = await _sequence_ids(pool, items)
-    events = [
-        SpanRecorded(sequence_id=seq, **_fields(item, "sequence_id"), **envelope)
-        for item, seq in zip(items, sequence_ids, strict=True)
-    ]
-    return SpansAccepted(sequence_ids=sequence_ids, **_accepted(events, await publisher.publish_many(events)))
+
+    async def build(conn: AsyncConnection[Any]) -> tuple[list[Event], dict[str, Any]]:
+        sequence_ids = await _sequence_ids(conn, items)
+        events: list[Event] = [
+            SpanRecorded(sequence_id=seq, **_fields(item, "sequence_id"), **envelope)
+            for item, seq in zip(items, sequence_ids, strict=True)
+        ]
+        return events, {"sequence_ids": sequence_ids}
+
+    async with pool.connection() as conn:
+        done = await commit_once(
+            conn, publisher, relay, route="spans", key=idempotency_key, digest=request_hash(*items), build=build
+        )
+    return SpansAccepted(**done.answer, **_answer(done))
 
 
-async def _sequence_ids(pool: AsyncConnectionPool[Any], items: Sequence[SpanIn]) -> list[int]:
-    """The spans' sequence ids: the client's, or the next numbers of each rollout's counter."""
+def _answer(done: Committed) -> dict[str, Any]:
+    return {"event_ids": done.event_ids, "position": to_token(done.positions)}
+
+
+async def _sequence_ids(conn: AsyncConnection[Any], items: Sequence[SpanIn]) -> list[int]:
+    """The spans' sequence ids: the client's, or the next numbers of each rollout's counter (in the request's
+    transaction, so a failed request gives its numbers back)."""
     missing = Counter(item.rollout_id for item in items if item.sequence_id is None)
     if not missing:
         return [item.sequence_id for item in items if item.sequence_id is not None]
     next_of: dict[str, int] = {}
-    async with pool.connection() as conn, conn.transaction():
-        for rollout_id in sorted(missing):  # a fixed order, so concurrent batches cannot deadlock
-            next_of[rollout_id] = await next_number(conn, "span_sequence", rollout_id, missing[rollout_id])
-            next_of[rollout_id] -= missing[rollout_id] - 1
+    for rollout_id in sorted(missing):  # a fixed order, so concurrent batches cannot deadlock
+        next_of[rollout_id] = await next_number(conn, "span_sequence", rollout_id, missing[rollout_id])
+        next_of[rollout_id] -= missing[rollout_id] - 1
     sequence_ids: list[int] = []
     for item in items:
         if item.sequence_id is None:

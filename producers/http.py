@@ -11,7 +11,7 @@ import orjson
 from fastapi import Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, TypeAdapter, ValidationError
+from pydantic import BaseModel, Field, TypeAdapter, ValidationError
 
 if TYPE_CHECKING:
     from fastapi import FastAPI
@@ -129,13 +129,56 @@ def message_of(errors: list[Any]) -> str:
     return "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in errors)
 
 
+# -- what the routes answer besides 2xx, for the OpenAPI document ------------------------------------------------
+class FieldError(BaseModel):
+    type: str
+    loc: list[str | int] = Field(description="where: body, query or path, then the field's path")
+    msg: str
+
+
+class InvalidAnswer(BaseModel):
+    """422: each failing field and why (the input itself is never echoed)."""
+
+    detail: list[FieldError]
+    message: str = Field(description="every failing field on one line: 'body.0.input: Field required; ...'")
+
+
+class ErrorAnswer(BaseModel):
+    detail: str
+
+
+#: Declared by every route: the 422 above (also for NUL, lone surrogates and ids no path route can reach).
+INVALID_RESPONSES: dict[int | str, dict[str, Any]] = {
+    422: {"model": InvalidAnswer, "description": "a field is missing, malformed, out of bounds or unstorable"},
+}
+#: Declared by every command route.
+COMMAND_RESPONSES: dict[int | str, dict[str, Any]] = {
+    **INVALID_RESPONSES,
+    413: {"model": ErrorAnswer, "description": "the body, its number of items or an event is too large"},
+    503: {"model": ErrorAnswer, "description": "the broker is unavailable or the API is stopping: retry"},
+}
+#: Declared by the command routes about an entity that must exist.
+NOT_FOUND_RESPONSES: dict[int | str, dict[str, Any]] = {
+    404: {"model": ErrorAnswer, "description": "no such rollout"},
+}
+#: Declared by the command routes that check a client-chosen id or key against earlier requests.
+CONFLICT_RESPONSES: dict[int | str, dict[str, Any]] = {
+    409: {"model": ErrorAnswer, "description": "an id or Idempotency-Key already used for a different request"},
+}
+
+
+def invalid_answer(errors: list[dict[str, Any]]) -> JSONResponse:
+    """The 422 answer: each failing field (``loc``) and its reason, never the input itself."""
+    errors = [{k: e[k] for k in ("type", "loc", "msg") if k in e} for e in errors]
+    return JSONResponse({"detail": errors, "message": message_of(errors)}, status_code=422)
+
+
 def install_error_answers(app: FastAPI) -> None:
     """422 names each failing field and its reason (without echoing the input); 413 for too many items."""
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
-        errors = [{k: e[k] for k in ("type", "loc", "msg") if k in e} for e in exc.errors()]
-        return JSONResponse({"detail": errors, "message": message_of(errors)}, status_code=422)
+        return invalid_answer(list(exc.errors()))
 
     @app.exception_handler(TooManyItems)
     async def _too_many(_: Request, exc: TooManyItems) -> JSONResponse:

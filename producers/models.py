@@ -6,17 +6,17 @@ client asks for (ids and versions may be left to the server). Unknown fields are
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 from uuid import UUID
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, JsonValue, field_validator
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, JsonValue, StringConstraints, field_validator
 
+from schemas.bounds import BIGINT_MAX, MAX_ID_LENGTH, Id
+from schemas.bounds import ID_PATTERN as ID_PATTERN  # noqa: PLC0414 - re-exported for the routes
 from schemas.resources import Resource
 from schemas.rollouts import RolloutConfig, RolloutMode
 from schemas.spans import SpanEvent, SpanKind, SpanLink, SpanStatus
 
-#: Client-chosen ids end up in URLs and topic keys: keep them to a safe, bounded alphabet.
-ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:@/-]{0,199}$"
 _HEX16 = r"^[0-9a-f]{16}$"
 _HEX32 = r"^[0-9a-f]{32}$"
 
@@ -28,14 +28,14 @@ class Request(BaseModel):
 class RolloutIn(Request):
     """A rollout to enqueue. A client-chosen ``rollout_id`` makes the request safe to retry."""
 
-    rollout_id: str | None = Field(default=None, pattern=ID_PATTERN, description="none = the server picks ro-<hex>")
+    rollout_id: Id | None = Field(default=None, description="none = the server picks ro-<hex>")
     input: JsonValue
     mode: RolloutMode | None = None
-    resources_id: str | None = Field(default=None, description="the resources to run with; none = the latest")
+    resources_id: Id | None = Field(default=None, description="the resources to run with; none = the latest")
     config: RolloutConfig = RolloutConfig()
     metadata: dict[str, JsonValue] = Field(default_factory=dict)
     priority: int = Field(default=0, ge=-1_000_000, le=1_000_000, description="higher runs first")
-    required_capabilities: tuple[str, ...] = ()
+    required_capabilities: tuple[Annotated[str, StringConstraints(min_length=1, max_length=MAX_ID_LENGTH)], ...] = ()
 
 
 class CancelIn(Request):
@@ -45,15 +45,15 @@ class CancelIn(Request):
 class ResourcesIn(Request):
     """A new version of a named set of resources; the server assigns the version number."""
 
-    resources_id: str | None = Field(default=None, pattern=ID_PATTERN, description="none = the server picks rs-<hex>")
+    resources_id: Id | None = Field(default=None, description="none = the server picks rs-<hex>")
     resources: dict[str, Resource] = Field(min_length=1)
 
 
 class DocumentIn(Request):
     """A knowledge document to insert or replace; the server assigns the document version."""
 
-    collection: str = Field(pattern=ID_PATTERN)
-    document_id: str | None = Field(default=None, pattern=ID_PATTERN, description="none = the server picks doc-<hex>")
+    collection: Id
+    document_id: Id | None = Field(default=None, description="none = the server picks doc-<hex>")
     text: str
     metadata: dict[str, JsonValue] = Field(default_factory=dict)
     embedding: tuple[float, ...] | None = Field(default=None, min_length=1)
@@ -61,13 +61,13 @@ class DocumentIn(Request):
 
 
 class RewardIn(Request):
-    rollout_id: str = Field(min_length=1)
-    attempt_id: str | None = None
+    rollout_id: Id
+    attempt_id: Id | None = None
     value: float = Field(allow_inf_nan=False)
     name: str = "reward"
     dimensions: dict[str, float] = Field(default_factory=dict)
     span_id: str | None = Field(default=None, pattern=_HEX16)
-    response_id: str | None = None
+    response_id: str | None = Field(default=None, max_length=MAX_ID_LENGTH)
 
 
 class SpanIn(Request):
@@ -76,9 +76,9 @@ class SpanIn(Request):
     A rollout's spans should either all carry a sequence id or none: server numbers do not know client ones.
     """
 
-    rollout_id: str = Field(min_length=1)
-    attempt_id: str = Field(min_length=1)
-    sequence_id: int | None = Field(default=None, ge=0)
+    rollout_id: Id
+    attempt_id: Id
+    sequence_id: int | None = Field(default=None, ge=0, le=BIGINT_MAX)
     trace_id: str = Field(pattern=_HEX32)
     span_id: str = Field(pattern=_HEX16)
     parent_id: str | None = Field(default=None, pattern=_HEX16)

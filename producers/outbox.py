@@ -80,8 +80,12 @@ class OutboxRelay:
     ``async with`` does both.
     """
 
-    def __init__(self, database_url: str, publisher: EventPublisher, *, poll_s: float = 1.0) -> None:
+    def __init__(
+        self, database_url: str, publisher: EventPublisher, *, poll_s: float = 1.0, publish_wait_s: float = 10.0
+    ) -> None:
         self._url = database_url
+        #: how long a command waits for its records to be published before answering 503 (they stay committed)
+        self.publish_wait_s = publish_wait_s
         self._publisher = publisher
         self._poll_s = poll_s
         self._task: asyncio.Task[None] | None = None

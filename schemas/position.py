@@ -7,16 +7,19 @@ projection's stored position in every named partition has passed the offset. A t
 
 from __future__ import annotations
 
-from pydantic import Field
+from pydantic import Field, ValidationError
 
 from schemas._base import Frozen
 from schemas.errors import MalformedEvent
 
+#: Kafka's own rule for topic names.
+TOPIC_PATTERN = r"^[A-Za-z0-9._-]{1,249}$"
+
 
 class Position(Frozen):
-    topic: str
-    partition: int = Field(ge=0)
-    offset: int = Field(ge=0)
+    topic: str = Field(pattern=TOPIC_PATTERN)
+    partition: int = Field(ge=0, le=2**31 - 1, description="Kafka partitions are int32")
+    offset: int = Field(ge=0, le=2**63 - 1, description="Kafka offsets are int64")
 
 
 class InvalidPositionToken(MalformedEvent):
@@ -38,9 +41,18 @@ def parse_token(token: str) -> list[Position]:
     for part in filter(None, token.split(",")):
         topic, _, rest = part.rpartition(":")
         topic, _, partition = topic.rpartition(":")
-        if not topic or not partition.isdigit() or not rest.isdigit():
+        # ASCII digits only: str.isdigit() also accepts digits int() refuses, such as "²".
+        if not topic or not _is_number(partition) or not _is_number(rest):
             raise InvalidPositionToken(f"position {part!r} is not topic:partition:offset")
-        positions.append(Position(topic=topic, partition=int(partition), offset=int(rest)))
+        try:
+            positions.append(Position(topic=topic, partition=int(partition), offset=int(rest)))
+        except ValidationError as e:
+            reasons = "; ".join(f"{'.'.join(map(str, err['loc']))}: {err['msg']}" for err in e.errors())
+            raise InvalidPositionToken(f"position {part!r} is out of range ({reasons})") from None
     if not positions:
         raise InvalidPositionToken("the position token is empty")
     return positions
+
+
+def _is_number(text: str) -> bool:
+    return text.isascii() and text.isdigit() and len(text) <= 19

@@ -7,6 +7,7 @@ from typing import Annotated, ClassVar, Literal
 from pydantic import Field
 
 from schemas._base import Event, Frozen, Json
+from schemas.bounds import INT4_MAX, MAX_ID_LENGTH
 
 
 class _LLMFields(Frozen):
@@ -43,6 +44,6 @@ class ResourcesPublished(Event):
     key_field: ClassVar[str] = "resources_id"
     type: Literal["resources.published"] = "resources.published"
     version: Literal[1] = 1
-    resources_id: str = Field(min_length=1)
-    resources_version: int = Field(ge=1, description="1-based version of this resources_id")
+    resources_id: str = Field(min_length=1, max_length=MAX_ID_LENGTH)
+    resources_version: int = Field(ge=1, le=INT4_MAX, description="1-based version of this resources_id")
     resources: dict[str, Resource] = Field(description="named resources, e.g. 'main_llm', 'system_prompt'")

@@ -8,14 +8,15 @@ from typing import ClassVar, Literal
 from pydantic import Field, field_validator
 
 from schemas._base import Event
+from schemas.bounds import MAX_ID_LENGTH
 
 
 class RewardAssigned(Event):
     key_field: ClassVar[str] = "rollout_id"
     type: Literal["reward.assigned"] = "reward.assigned"
     version: Literal[1] = 1
-    rollout_id: str = Field(min_length=1)
-    attempt_id: str | None = None
+    rollout_id: str = Field(min_length=1, max_length=MAX_ID_LENGTH)
+    attempt_id: str | None = Field(default=None, max_length=MAX_ID_LENGTH)
     value: float
     name: str = Field(default="reward", description="the primary reward's name")
     dimensions: dict[str, float] = Field(default_factory=dict, description="further named reward dimensions")

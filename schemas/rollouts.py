@@ -7,6 +7,7 @@ from typing import ClassVar, Literal
 from pydantic import Field
 
 from schemas._base import Event, Frozen, Json
+from schemas.bounds import INT4_MAX, INT4_MIN, MAX_ID_LENGTH
 
 RolloutMode = Literal["train", "val", "test"]
 #: Statuses of an attempt that may end it; a rollout's retry_condition lists which of them allow a retry.
@@ -28,13 +29,17 @@ class RolloutEnqueued(Event):
     key_field: ClassVar[str] = "rollout_id"
     type: Literal["rollout.enqueued"] = "rollout.enqueued"
     version: Literal[1] = 1
-    rollout_id: str = Field(min_length=1, max_length=200)
+    rollout_id: str = Field(min_length=1, max_length=MAX_ID_LENGTH)
     input: Json
     mode: RolloutMode | None = None
-    resources_id: str | None = Field(default=None, description="the resources to run with; none = the latest")
+    resources_id: str | None = Field(
+        default=None, max_length=MAX_ID_LENGTH, description="the resources to run with; none = the latest"
+    )
     config: RolloutConfig = RolloutConfig()
     metadata: dict[str, Json] = Field(default_factory=dict)
-    priority: int = Field(default=0, description="higher runs first; FIFO within a priority")
+    priority: int = Field(
+        default=0, ge=INT4_MIN, le=INT4_MAX, description="higher runs first; FIFO within a priority (an int4)"
+    )
     required_capabilities: tuple[str, ...] = Field(default=(), description="a worker must have all of these")
 
 
@@ -42,7 +47,7 @@ class RolloutCancelled(Event):
     key_field: ClassVar[str] = "rollout_id"
     type: Literal["rollout.cancelled"] = "rollout.cancelled"
     version: Literal[1] = 1
-    rollout_id: str = Field(min_length=1, max_length=200)
+    rollout_id: str = Field(min_length=1, max_length=MAX_ID_LENGTH)
     reason: str | None = None
 
 
@@ -50,6 +55,8 @@ class RolloutRequeued(Event):
     key_field: ClassVar[str] = "rollout_id"
     type: Literal["rollout.requeued"] = "rollout.requeued"
     version: Literal[1] = 1
-    rollout_id: str = Field(min_length=1, max_length=200)
-    after_attempt_id: str | None = Field(default=None, description="the attempt whose end caused the requeue")
+    rollout_id: str = Field(min_length=1, max_length=MAX_ID_LENGTH)
+    after_attempt_id: str | None = Field(
+        default=None, max_length=MAX_ID_LENGTH, description="the attempt whose end caused the requeue"
+    )
     reason: str | None = None

@@ -7,6 +7,7 @@ from typing import ClassVar, Literal
 from pydantic import AwareDatetime, Field
 
 from schemas._base import Event, Frozen, Json
+from schemas.bounds import BIGINT_MAX, MAX_ID_LENGTH
 
 SpanKind = Literal["INTERNAL", "SERVER", "CLIENT", "PRODUCER", "CONSUMER"]
 StatusCode = Literal["UNSET", "OK", "ERROR"]
@@ -33,9 +34,9 @@ class SpanRecorded(Event):
     key_field: ClassVar[str] = "rollout_id"
     type: Literal["span.recorded"] = "span.recorded"
     version: Literal[1] = 1
-    rollout_id: str = Field(min_length=1)
-    attempt_id: str = Field(min_length=1)
-    sequence_id: int = Field(ge=0, description="total order of the rollout's spans; clocks disagree")
+    rollout_id: str = Field(min_length=1, max_length=MAX_ID_LENGTH)
+    attempt_id: str = Field(min_length=1, max_length=MAX_ID_LENGTH)
+    sequence_id: int = Field(ge=0, le=BIGINT_MAX, description="total order of the rollout's spans; clocks disagree")
     trace_id: str = Field(pattern=r"^[0-9a-f]{32}$")
     span_id: str = Field(pattern=r"^[0-9a-f]{16}$")
     parent_id: str | None = Field(default=None, pattern=r"^[0-9a-f]{16}$")

@@ -62,3 +62,15 @@ CREATE INDEX IF NOT EXISTS outbox_pending ON outbox (id) WHERE NOT published;
 
 -- An enqueued rollout's event goes through the outbox too: remember which row, to answer with its position.
 ALTER TABLE command_rollouts ADD COLUMN IF NOT EXISTS outbox_id bigint;
+
+-- Idempotency-Key of every other command (rewards, spans, resources, documents): a retry answers what the first
+-- request was answered (its outbox rows, so the same event ids and positions) and publishes nothing new.
+CREATE TABLE IF NOT EXISTS command_requests (
+    route           text        NOT NULL,
+    idempotency_key text        NOT NULL,
+    request_hash    text        NOT NULL,
+    outbox_ids      bigint[]    NOT NULL,
+    answer          jsonb       NOT NULL DEFAULT '{}',
+    created_at      timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (route, idempotency_key)
+);

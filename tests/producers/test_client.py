@@ -9,13 +9,14 @@ from datetime import UTC, datetime
 from typing import Any
 
 import httpx
+import orjson
 import pytest
 import uvicorn
 from fastapi import FastAPI
 
 import agl
 from agl.stack._process import free_port
-from producers.publisher import EventPublisher
+from producers.outbox import OutboxRelay
 from schemas import LLMResource, RolloutConfig, RolloutEnqueued, decode, parse_token
 from schemas.topics import ROLLOUTS
 from tests.fixtures.records import read_records
@@ -77,11 +78,11 @@ async def test_async_client_sends_every_command(app, kafka_bootstrap, kafka_topi
     assert (resources.resources_version, document.document_version, deleted.document_version) == (1, 1, None)
     assert len(rewards.event_ids) == 1 and spans.sequence_ids == [1, 2]
     events = [
-        decode(r.value, r.headers) for r in await read_records(kafka_bootstrap, ROLLOUTS.full_name(kafka_topics), 4)
+        decode(r.value, r.headers) for r in await read_records(kafka_bootstrap, ROLLOUTS.full_name(kafka_topics), 5)
     ]
     enqueued = [e for e in events if isinstance(e, RolloutEnqueued)]
     assert sorted(str(e.input) for e in enqueued) == ["2", "3", "{'q': 1}"]
-    assert len(events) == 4, "3 rollouts (no twin of ro-c) and 1 cancellation"
+    assert len(events) == 5, "3 rollouts (no twin of ro-c), 1 cancellation and its decision"
     assert {e.correlation_id for e in events} == {"nb-1"}
 
 
@@ -109,16 +110,19 @@ async def test_connection_errors_are_retried_until_the_api_answers(app, kafka_bo
     assert [_rollout_id(r) for r in records] == [answer.rollouts[0].rollout_id]
 
 
-async def test_5xx_is_retried_then_reported(app, kafka_bootstrap, kafka_topics):
-    """The API answers 503 while it has no running publisher; the client retries, then recovers or gives up."""
+async def test_5xx_is_retried_then_reported_and_the_accepted_command_is_published_once(
+    app, kafka_bootstrap, kafka_topics
+):
+    """While nothing can publish (the relay is down), a command is committed but answered 503; the client retries
+    with its Idempotency-Key, then gives up. Once the relay is back, the command's event is published once."""
     requests: list[httpx.Request] = []
 
     async def count(request: httpx.Request) -> None:
         requests.append(request)
 
-    running = app.state.publisher
-    await running.stop()
-    replacement = EventPublisher(kafka_bootstrap, topic_prefix=kafka_topics)
+    await app.state.relay.stop()
+    app.state.relay.publish_wait_s = 0.2
+    replacement = OutboxRelay(app.state.settings.database_url, app.state.publisher)
     try:
         async with serving(app, free_port()) as url:
             http = httpx.AsyncClient(base_url=url, event_hooks={"request": [count]})
@@ -126,17 +130,19 @@ async def test_5xx_is_retried_then_reported(app, kafka_bootstrap, kafka_topics):
                 with pytest.raises(agl.ApiUnavailable, match=r"no answer after 3 attempts \(503"):
                     await client.enqueue_rollout("never")
                 assert len(requests) == 3
+                assert len({r.headers["Idempotency-Key"] for r in requests}) == 1, "retries reuse the call's key"
 
                 async def recover() -> None:
                     await asyncio.sleep(0.3)
                     await replacement.start()
-                    app.state.publisher = replacement
+                    app.state.relay = replacement
 
                 patient = agl.RetryPolicy(attempts=20, backoff_s=0.1, max_backoff_s=0.2)
                 async with agl.AsyncClient(url, retry=patient) as waiting:
                     answer, _ = await asyncio.gather(waiting.enqueue_rollout("eventually"), recover())
     finally:
-        app.state.publisher = running
         await replacement.stop()
-    records = await read_records(kafka_bootstrap, ROLLOUTS.full_name(kafka_topics), 1)
-    assert [_rollout_id(r) for r in records] == [answer.rollouts[0].rollout_id]
+    records = await read_records(kafka_bootstrap, ROLLOUTS.full_name(kafka_topics), 2)
+    inputs = sorted(orjson.loads(r.value)["input"] for r in records)
+    assert inputs == ["eventually", "never"], "the accepted command is published once, no twin of its retries"
+    assert answer.rollouts[0].rollout_id in {_rollout_id(r) for r in records}

@@ -18,6 +18,7 @@ from schemas import (
     RewardAssigned,
     RolloutCancelled,
     RolloutEnqueued,
+    RolloutTransitioned,
     SpanRecorded,
     decode,
     parse_token,
@@ -188,12 +189,17 @@ async def _only_the_marker_is_on(api: httpx.AsyncClient, bootstrap: str, topic: 
 
 
 async def test_cancel_a_rollout(api, kafka_bootstrap, kafka_topics):
+    assert (await api.post("/v1/rollouts/ro-9/cancel")).status_code == 404, "never enqueued"
+    assert (await api.post("/v1/rollouts", json={"rollout_id": "ro-9", "input": 1})).status_code == 202
     response = await api.post("/v1/rollouts/ro-9/cancel", json={"reason": "enough"})
     bare = await api.post("/v1/rollouts/ro-9/cancel")
     assert response.status_code == bare.status_code == 202
-    events = await events_on(kafka_bootstrap, ROLLOUTS.full_name(kafka_topics), 2)
-    assert all(isinstance(e, RolloutCancelled) and e.rollout_id == "ro-9" for e in events)
-    assert sorted(str(e.reason) for e in events) == ["None", "enough"]
+    assert response.json()["event_ids"] and bare.json()["event_ids"] == [], "cancelling twice decides once"
+    events = await events_on(kafka_bootstrap, ROLLOUTS.full_name(kafka_topics), 3)
+    (cancel,) = [e for e in events if isinstance(e, RolloutCancelled)]
+    assert cancel.rollout_id == "ro-9" and cancel.reason == "enough"
+    (decision,) = [e for e in events if isinstance(e, RolloutTransitioned)]
+    assert (decision.status, decision.cause, decision.reason) == ("cancelled", "cancelled", "enough")
     assert (await api.post("/v1/rollouts/bad id/cancel")).status_code == 422
 
 
@@ -270,3 +276,27 @@ async def test_the_openapi_document_describes_one_or_many_bodies(api):
     assert body["oneOf"][0] == {"$ref": "#/components/schemas/RolloutIn"}
     assert "input" in document["components"]["schemas"]["RolloutIn"]["required"]
     assert "RolloutConfig" in document["components"]["schemas"]
+
+
+async def test_a_retried_command_with_its_key_publishes_once(api, kafka_bootstrap, kafka_topics):
+    from schemas.topics import REWARDS, SPANS
+    from tests.producers.test_hostile_input import _records_on
+
+    reward = {"rollout_id": "ro-1", "value": 0.5}
+    first = await api.post("/v1/rewards", json=reward, headers={"Idempotency-Key": "k-1"})
+    again = await api.post("/v1/rewards", json=reward, headers={"Idempotency-Key": "k-1"})
+    assert first.status_code == again.status_code == 202 and first.json() == again.json()
+    other = await api.post("/v1/rewards", json={**reward, "value": 1.0}, headers={"Idempotency-Key": "k-1"})
+    assert other.status_code == 409
+    span = {
+        "rollout_id": "ro-1",
+        "attempt_id": "at-1",
+        "trace_id": "1" * 32,
+        "span_id": "2" * 16,
+        "name": "step",
+        "start_time": "2025-01-01T00:00:00Z",
+    }
+    spans = [await api.post("/v1/spans", json=[span], headers={"Idempotency-Key": "s-1"}) for _ in range(2)]
+    assert spans[0].json() == spans[1].json() and spans[0].json()["sequence_ids"] == [1]
+    assert await _records_on(kafka_bootstrap, REWARDS, kafka_topics) == 1
+    assert await _records_on(kafka_bootstrap, SPANS, kafka_topics) == 1

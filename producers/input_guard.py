@@ -1,0 +1,132 @@
+"""Refuse (422) text the log can carry but the stack cannot store: NUL, lone surrogates, non-finite numbers.
+
+PostgreSQL refuses ``\\u0000`` in ``text`` and ``jsonb``, and a lone UTF-16 surrogate (``\\ud800``) is not
+Unicode at all: JSON encoders fail on it. Accepted, either becomes an event every projection parks, whose key is
+then blocked and whose archive copy leaves a gap. ``NaN`` and ``Infinity`` are not JSON: the event would carry
+``null`` instead of what the client sent. This guard checks every body, path and query string before any route
+runs, so every route family (and any route added later) answers 422 naming the field, and publishes nothing.
+
+Bodies are scanned as bytes first; only a body that may hold such a value is parsed (leniently, so the value
+survives to be located) and walked, so ordinary requests pay a few literal scans. (A number that overflows a
+double, ``1e999``, is not looked for: its digits look like any hex id's, and orjson refuses it anyway.)
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from typing import TYPE_CHECKING, Any
+from urllib.parse import parse_qsl
+
+from producers.http import invalid_answer
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+    from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+#: What an unsafe value looks like in a JSON body's bytes: a NUL or surrogate escape, or a UTF-8 encoded
+#: surrogate (Python's json reads it). A match only means "look closer" (it may be inside an ordinary string).
+_ESCAPED = re.compile(rb"\\u(?:0000|[dD][89a-fA-F])")
+_RAW_SURROGATE = re.compile(rb"\xed[\xa0-\xbf]")
+_SURROGATE = re.compile("[\ud800-\udfff]")
+Loc = tuple[str | int, ...]
+
+
+def _text_problem(text: str) -> str | None:
+    if "\x00" in text:
+        return "NUL (\\u0000) is not allowed in text: PostgreSQL cannot store it"
+    found = _SURROGATE.search(text)
+    if found:
+        return f"a lone surrogate (\\u{ord(found.group()):04x}) is not Unicode text"
+    return None
+
+
+def _printable(key: str) -> str:
+    # A key is echoed in the error's loc: escape what would make the answer itself unencodable.
+    return key.encode("utf-8", "backslashreplace").decode("utf-8").replace("\x00", "\\u0000")
+
+
+def unsafe_values(data: Any, loc: Loc = ()) -> Iterator[dict[str, Any]]:
+    """A 422 error (``type``, ``loc``, ``msg``) for each unstorable string, key or number in ``data``."""
+    stack: list[tuple[Any, Loc]] = [(data, loc)]
+    while stack:  # iterative: JSON nests deeper than Python recursion goes
+        value, where = stack.pop()
+        if isinstance(value, str):
+            problem = _text_problem(value)
+            if problem:
+                yield {"type": "string_unstorable", "loc": where, "msg": problem}
+        elif isinstance(value, float) and not math.isfinite(value):
+            yield {"type": "finite_number", "loc": where, "msg": "NaN and Infinity are not JSON numbers"}
+        elif isinstance(value, dict):
+            for key, item in reversed(value.items()):
+                problem = _text_problem(key)
+                if problem:
+                    yield {"type": "string_unstorable", "loc": (*where, _printable(key)), "msg": f"key: {problem}"}
+                stack.append((item, (*where, _printable(key))))
+        elif isinstance(value, list):
+            stack.extend((item, (*where, i)) for i, item in reversed(list(enumerate(value))))
+
+
+def body_errors(body: bytes) -> list[dict[str, Any]]:
+    """Errors of the unstorable values in a JSON ``body``; none when it is clean or not JSON (the route says so)."""
+    # Literal scans (about a millisecond per megabyte) instead of a parse: most bodies stop here.
+    suspect = b"NaN" in body or b"Infinity" in body or _ESCAPED.search(body) or _RAW_SURROGATE.search(body)
+    if not suspect:
+        return []
+    try:
+        # Python's json, unlike orjson, reads lone surrogates, NaN and Infinity: they must be found to be named.
+        data = json.loads(body)
+    except (ValueError, RecursionError):
+        return []
+    return sorted(unsafe_values(data, ("body",)), key=lambda e: [str(p) for p in e["loc"]])
+
+
+def url_errors(scope: Scope) -> list[dict[str, Any]]:
+    """A NUL in the path or in a query parameter (percent-encoded as ``%00``)."""
+    errors: list[dict[str, Any]] = []
+    if "\x00" in scope.get("path", ""):
+        errors.append({"type": "string_unstorable", "loc": ("path",), "msg": _text_problem("\x00")})
+    query: bytes = scope.get("query_string", b"")
+    if b"%00" in query:
+        for name, value in parse_qsl(query.decode("latin-1"), keep_blank_values=True):
+            problem = _text_problem(name) or _text_problem(value)
+            if problem:
+                errors.append({"type": "string_unstorable", "loc": ("query", _printable(name)), "msg": problem})
+    return errors
+
+
+class UnsafeInputGuard:
+    """ASGI middleware: 422 for a request whose path, query or JSON body holds a value the stack cannot store."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        errors = url_errors(scope)
+        if errors:
+            await invalid_answer(errors)(scope, receive, send)
+            return
+        if scope["method"] in ("GET", "HEAD", "OPTIONS"):
+            await self.app(scope, receive, send)
+            return
+        messages = [await receive()]
+        while messages[-1]["type"] == "http.request" and messages[-1].get("more_body", False):
+            messages.append(await receive())
+        body = b"".join(m.get("body", b"") for m in messages)
+        errors = body_errors(body)
+        if errors:
+            await invalid_answer(errors)(scope, receive, send)
+            return
+        # The route reads the body again: hand it what was received (or the disconnect), then the live channel.
+        whole: Message = {"type": "http.request", "body": body, "more_body": False}
+        pending: list[Message] = [whole] if messages[-1]["type"] == "http.request" else messages[-1:]
+
+        async def replay() -> Message:
+            return pending.pop(0) if pending else await receive()
+
+        await self.app(scope, replay, send)

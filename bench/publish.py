@@ -1,9 +1,12 @@
 """Events per second through the EventPublisher, through the HTTP command API, and through a raw aiokafka producer.
 
 All three send the same span events (~600 B of JSON each, 100 rollouts) to the same topic, acks=all, in the same
-run. The raw producer is aiokafka with its defaults (plus acks=all), handed the already-encoded records with
-send() futures gathered -- the fastest plain use of the library; the publisher also encodes every event and
-computes positions. The HTTP figure is end to end: JSON batches POSTed to `agl api` running in its own process.
+run. The raw producer is plain aiokafka with the publisher's own settings (``PublisherConfig``: linger, batch size,
+compression, request size, and idempotence as the publisher detected it), created and warmed once like the
+publisher, then handed the already-encoded records with send() futures gathered: the publisher also encodes every
+event, bounds what is in flight and computes positions. Rounds alternate raw and publisher; the best of each is
+reported. The HTTP figure is end to end: JSON batches POSTed to `agl api` running in its own process, without
+sequence ids, so the server numbers the spans as it does for the SDK.
 
 Starts its own broker (Apache Kafka when Java and Maven are present, else Tansu; `--broker` chooses) and
 PostgreSQL on free ports in a temporary directory, unless AGL_KAFKA_BOOTSTRAP / AGL_DATABASE_URL are set.
@@ -34,7 +37,7 @@ from agl.stack._process import free_port
 from agl.stack.brokers import ApacheKafka, Tansu, java_available
 from agl.stack.postgres import EmbeddedPostgres
 from producers.admin import ensure_topics
-from producers.publisher import EventPublisher
+from producers.publisher import EventPublisher, Record
 from schemas import SpanRecorded
 from schemas.topics import TOPICS
 
@@ -102,17 +105,25 @@ async def services(choice: str, workdir: Path) -> AsyncIterator[tuple[str, str, 
         yield bootstrap, database_url, kind
 
 
-async def run_raw(bootstrap: str, topic: str, events: list[SpanRecorded], publisher: EventPublisher) -> float:
-    records = [publisher.record_of(e) for e in events]  # encoded beforehand: raw pays no encoding
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
-    await producer.start()
-    try:
-        t0 = time.perf_counter()
-        futures = [await producer.send(topic, value, key=key, headers=headers) for _, key, value, headers in records]
-        await asyncio.gather(*futures)
-        return len(records) / (time.perf_counter() - t0)
-    finally:
-        await producer.stop()
+def raw_producer(bootstrap: str, publisher: EventPublisher) -> AIOKafkaProducer:
+    """Plain aiokafka, configured as the publisher's producer is (``producers/publisher.py``)."""
+    config = publisher.config
+    return AIOKafkaProducer(
+        bootstrap_servers=bootstrap,
+        acks="all",
+        enable_idempotence=bool(publisher.idempotent),
+        linger_ms=config.linger_ms,
+        max_batch_size=config.max_batch_size,
+        compression_type=config.compression_type,
+        max_request_size=config.max_request_size,
+    )
+
+
+async def run_raw(producer: AIOKafkaProducer, records: list[Record]) -> float:
+    t0 = time.perf_counter()
+    futures = [await producer.send(topic, value, key=key, headers=headers) for topic, key, value, headers in records]
+    await asyncio.gather(*futures)
+    return len(records) / (time.perf_counter() - t0)
 
 
 async def run_publisher(publisher: EventPublisher, events: list[SpanRecorded]) -> float:
@@ -150,7 +161,8 @@ async def api_process(bootstrap: str, database_url: str, prefix: str) -> AsyncIt
 
 async def run_http(url: str, events: list[SpanRecorded], batch: int, concurrency: int) -> float:
     fields = set(SpanRecorded.model_fields) - {"event_id", "type", "version", "occurred_at", "source"}
-    fields -= {"correlation_id", "causation_id"}
+    # Without sequence_id: the server numbers the spans in PostgreSQL, as it does for the SDK.
+    fields -= {"correlation_id", "causation_id", "sequence_id"}
     bodies = [
         orjson.dumps([e.model_dump(mode="json", include=fields) for e in events[i : i + batch]])
         for i in range(0, len(events), batch)
@@ -183,12 +195,15 @@ async def main() -> None:
             events = make_spans(args.events)
             raw, pub = [], []
             async with EventPublisher(bootstrap, topic_prefix=prefix) as publisher:
-                topic = publisher.record_of(events[0])[0]
-                await run_publisher(publisher, events[:2000])  # warm-up: connections and metadata
-                for _ in range(args.rounds):
-                    raw.append(await run_raw(bootstrap, topic, events, publisher))
-                    pub.append(await run_publisher(publisher, events))
-                    print(f"round: raw {raw[-1]:,.0f}/s  publisher {pub[-1]:,.0f}/s", flush=True)
+                records = [publisher.record_of(e) for e in events]  # encoded beforehand: raw pays no encoding
+                async with raw_producer(bootstrap, publisher) as producer:
+                    # Warm-up of both: connections, metadata, the topic's partition leaders.
+                    await run_publisher(publisher, events[:2000])
+                    await run_raw(producer, records[:2000])
+                    for _ in range(args.rounds):
+                        raw.append(await run_raw(producer, records))
+                        pub.append(await run_publisher(publisher, events))
+                        print(f"round: raw {raw[-1]:,.0f}/s  publisher {pub[-1]:,.0f}/s", flush=True)
             async with api_process(bootstrap, database_url, prefix) as url:
                 http = await run_http(url, make_spans(args.http_events), args.http_batch, args.http_concurrency)
             print(f"broker {kind}; {args.events} events x {args.rounds} rounds; http {args.http_events} events")

@@ -26,7 +26,7 @@ REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 READY_TIMEOUT_S = 900  # the first run downloads Apache Kafka's jars from Maven Central
 TASKS = REPO / "examples" / "math_tasks.jsonl"
-AGENT = "examples.math_agent:agent"
+AGENT = "examples.math_agent:math_agent"
 WAIT_S = 600
 
 
@@ -52,6 +52,20 @@ def enqueue(api: httpx.Client) -> list[tuple[str, dict[str, Any]]]:
     answer.raise_for_status()
     ids = [r["rollout_id"] for r in answer.json()["rollouts"]]
     return list(zip(ids, tasks, strict=True))
+
+
+def wait_all(api: httpx.Client, ids: list[str]) -> int:
+    """Wait (each call at most 5 minutes, the route's limit) until every rollout has ended; how many did."""
+    deadline = time.monotonic() + WAIT_S
+    ended = 0
+    while time.monotonic() < deadline:
+        timeout = min(300.0, deadline - time.monotonic())
+        answer = api.post("/v1/rollouts/wait", json={"rollout_ids": ids, "timeout_s": timeout}, timeout=timeout + 30)
+        answer.raise_for_status()
+        ended = len(answer.json()["rollouts"])
+        if ended == len(ids):
+            break
+    return ended
 
 
 def reward_of(api: httpx.Client, rollout_id: str) -> float | None:
@@ -97,10 +111,7 @@ def run_demo(api_url: str) -> int:
             cwd=REPO,
         )
         try:
-            ids = [rollout_id for rollout_id, _ in enqueued]
-            answer = api.post("/v1/rollouts/wait", json={"rollout_ids": ids, "timeout_s": WAIT_S}, timeout=WAIT_S + 30)
-            answer.raise_for_status()
-            ended = len(answer.json()["rollouts"])
+            ended = wait_all(api, [rollout_id for rollout_id, _ in enqueued])
         finally:
             runner.send_signal(signal.SIGTERM)  # drains: nothing is running any more
             runner.wait(timeout=60)

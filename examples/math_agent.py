@@ -21,12 +21,13 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Mapping
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import agl
 from agl.agent import AgentError
-from agl.llm import AsyncLLMClient
+from agl.llm import AsyncLLMClient, ChatResult
 from schemas import LLMResource, ProxyLLMResource, Resource
 
 TASKS = Path(__file__).with_name("math_tasks.jsonl")
@@ -61,15 +62,46 @@ def _llm(resources: Mapping[str, Resource]) -> LLMResource | ProxyLLMResource:
 
 
 @agl.rollout
-async def math_agent(task: Mapping[str, Any], resources: Mapping[str, Resource], rollout: agl.Rollout) -> float:
-    """One question, one LLM call, the reward."""
+async def math_agent(
+    task: Mapping[str, Any], resources: Mapping[str, Resource], rollout: agl.Rollout
+) -> list[dict[str, Any]]:
+    """One question, one LLM call recorded as a span (with its token ids, for training), and the reward."""
     llm = _llm(resources)
+    messages = [{"role": "system", "content": SYSTEM}, {"role": "user", "content": task["question"]}]
+    started = datetime.now(UTC)
     async with AsyncLLMClient.from_resource(
         llm, rollout_id=rollout.rollout_id, attempt_id=rollout.attempt_id
     ) as client:
-        reply = await client.chat(
-            [{"role": "system", "content": SYSTEM}, {"role": "user", "content": task["question"]}],
-            temperature=0,
-            max_tokens=16,
-        )
-    return reward_of(reply.content, task["answer"])
+        reply = await client.chat(messages, temperature=0, max_tokens=16)
+    reward = reward_of(reply.content, task["answer"])
+    agl.emit_reward(reward)
+    return [llm_span(messages, reply, started, datetime.now(UTC), llm.model)]
+
+
+def llm_span(
+    messages: list[dict[str, str]], reply: ChatResult, start: datetime, end: datetime, model: str
+) -> dict[str, Any]:
+    """The LLM call as an OpenTelemetry span with the GenAI semantic conventions' attributes, plus the prompt and
+    response token ids the triplet adapter reads."""
+    attributes: dict[str, Any] = {
+        "gen_ai.system": "openai",
+        "gen_ai.operation.name": "chat",
+        "gen_ai.request.model": model,
+        "gen_ai.response.model": reply.model,
+        "gen_ai.response.id": reply.response_id,
+        "gen_ai.response.finish_reasons": [reply.finish_reason] if reply.finish_reason else [],
+        "gen_ai.completion.0.role": "assistant",
+        "gen_ai.completion.0.content": reply.content,
+    }
+    for i, message in enumerate(messages):
+        attributes[f"gen_ai.prompt.{i}.role"] = message["role"]
+        attributes[f"gen_ai.prompt.{i}.content"] = message["content"]
+    if reply.usage is not None:
+        attributes["gen_ai.usage.input_tokens"] = reply.usage.prompt_tokens
+        attributes["gen_ai.usage.output_tokens"] = reply.usage.completion_tokens
+    if reply.prompt_token_ids is not None:
+        attributes["prompt_token_ids"] = list(reply.prompt_token_ids)
+    if reply.completion_token_ids is not None:
+        attributes["response_token_ids"] = list(reply.completion_token_ids)
+    return {"name": "openai.chat.completion", "kind": "CLIENT", "start_time": start, "end_time": end,
+            "attributes": attributes}  # fmt: skip

@@ -52,9 +52,12 @@ class ProjectionStatus:
 
 
 async def _generations(conn: AsyncConnection[Any]) -> list[Generation]:
+    # A detached projection's kept tables fall behind on purpose: reporting them would read as a stall.
     cur = await conn.execute(
         "SELECT projection, generation, version, state FROM projection_generations "
-        "WHERE state IN ('active', 'building') ORDER BY projection, generation"
+        "WHERE state IN ('active', 'building') "
+        "AND projection NOT IN (SELECT name FROM attached_projections WHERE detached_at IS NOT NULL) "
+        "ORDER BY projection, generation"
     )
     return [Generation(p, g, v, s) for p, g, v, s in await cur.fetchall()]
 

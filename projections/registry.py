@@ -1,14 +1,18 @@
 """Where projections are found: the built-in ones, ``register()`` in code, and the ``agl.projections`` entry points.
 
-A package attaches its own read model by declaring, in its ``pyproject.toml``::
+A package makes its own read model known by declaring, in its ``pyproject.toml``::
 
     [project.entry-points."agl.projections"]
     my_model = "my_package.my_module:PROJECTION"
+
+Knowing a projection is not running it: ``agl up`` runs the built-in ones and those attached with
+``agl projections attach module:object`` (registered in PostgreSQL, see ``projections.attached``).
 """
 
 from __future__ import annotations
 
 import importlib
+import sys
 from importlib.metadata import entry_points
 
 from projections.base import Projection
@@ -45,6 +49,18 @@ def load_object(reference: str) -> Projection:
     if not isinstance(obj, Projection):
         raise ProjectionDefinitionError(f"{reference} is {type(obj).__name__}, not a Projection")
     return obj
+
+
+def load_attached(reference: str, python_path: str | None = None) -> Projection:
+    """Import an attached projection, from ``python_path`` when its module is not installed."""
+    if python_path and python_path not in sys.path:
+        sys.path.insert(0, python_path)
+    return load_object(reference)
+
+
+def builtin_names() -> frozenset[str]:
+    """Names of the projections that ship with the project (they cannot be attached or detached)."""
+    return frozenset(load_object(reference).name for reference in BUILTIN)
 
 
 def all_projections() -> dict[str, Projection]:

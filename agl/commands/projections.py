@@ -6,28 +6,49 @@ import argparse
 import asyncio
 import json
 import sys
+import time
+from collections import deque
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    import psycopg
+
     from agl.config import Settings
     from consumers.rebuild import Progress, RebuildResult
     from consumers.status import ProjectionStatus
+    from projections.attached import AttachedProjection
+    from projections.base import Projection
 
 
 def register(subparsers: Any) -> None:
     parser: argparse.ArgumentParser = subparsers.add_parser("projections", help="run, attach, inspect and rebuild")
     sub = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
-    sub.add_parser("list", help="the projections this installation knows").set_defaults(func=cmd_list)
+    sub.add_parser("list", help="built-in, known and attached projections").set_defaults(func=cmd_list)
     run = sub.add_parser("run", help="keep a projection up to date (SIGTERM drains the batch and exits)")
     run.add_argument("name", help="a projection name, or module:object")
     run.add_argument("--batch-size", type=int, default=2000, help="records per transaction")
     run.add_argument(
         "--no-group", action="store_true", help="take every partition without a consumer group (one instance only)"
     )
+    run.add_argument("--python-path", help="a directory to import module:object from (set by `agl up`)")
     run.set_defaults(func=cmd_run)
-    attach = sub.add_parser("attach", help="start a new projection (module:object); it catches up from offset 0")
+    attach = sub.add_parser(
+        "attach", help="register a projection (module:object) so `agl up` runs it; it catches up from offset 0"
+    )
     attach.add_argument("reference", help="module:object naming a Projection")
-    attach.set_defaults(func=cmd_run, batch_size=2000, no_group=False)
+    attach.add_argument("--no-wait", action="store_true", help="return at once instead of showing the catch-up")
+    attach.add_argument(
+        "--start-timeout", type=float, default=60.0, help="seconds to wait for `agl up` to start its worker"
+    )
+    attach.set_defaults(func=cmd_attach)
+    detach = sub.add_parser("detach", help="stop an attached projection; its tables are kept unless --drop --yes")
+    detach.add_argument("name")
+    detach.add_argument("--drop", action="store_true", help="also drop its tables and positions (needs --yes)")
+    detach.add_argument("--yes", action="store_true", help="confirm --drop")
+    detach.add_argument(
+        "--stop-timeout", type=float, default=30.0, help="seconds to wait for `agl up` to stop its worker (--drop)"
+    )
+    detach.set_defaults(func=cmd_detach)
     status = sub.add_parser("status", help="positions, high watermarks, lag, rate, dead letters, stalls")
     status.add_argument("--json", action="store_true", help="machine-readable output")
     status.set_defaults(func=cmd_status)
@@ -53,52 +74,247 @@ def _settings() -> Settings:
     return with_running_stack(Settings())
 
 
-def cmd_list(_: argparse.Namespace) -> int:
-    from projections.registry import all_projections
+async def _connect(settings: Settings) -> psycopg.AsyncConnection[Any]:
+    import psycopg
 
+    assert settings.database_url is not None
+    return await psycopg.AsyncConnection.connect(settings.database_url, autocommit=True)
+
+
+def _resolve(name_or_reference: str, settings: Settings | None = None) -> Projection:
+    """A known projection, or an attached one (looked up in PostgreSQL) by name."""
+    from projections.errors import UnknownProjection
+    from projections.registry import get, load_attached
+
+    try:
+        return get(name_or_reference)
+    except UnknownProjection:
+        entry = asyncio.run(_attached_entry(settings or _settings(), name_or_reference))
+        if entry is None:
+            raise
+        return load_attached(entry.reference, entry.python_path)
+
+
+async def _attached_entry(settings: Settings, name: str) -> AttachedProjection | None:
+    from projections.attached import get_attached
+
+    async with await _connect(settings) as conn:
+        return await get_attached(conn, name)
+
+
+def cmd_list(_: argparse.Namespace) -> int:
+    from agl.errors import ConfigError
+    from projections.errors import ProjectionError
+    from projections.registry import all_projections, builtin_names, load_attached
+
+    builtin = builtin_names()
     for name, projection in sorted(all_projections().items()):
-        topics = ", ".join(t.name for t in projection.topics)
-        print(f"{name:<16} v{projection.version}  {topics}\n{'':<16} {projection.description}")
+        _print_projection(projection, "built in" if name in builtin else "known")
+    try:
+        settings = _settings()
+    except ConfigError:
+        print("(no stack runs and AGL_DATABASE_URL is not set: attached projections are not listed)")
+        return 0
+    for entry in asyncio.run(_attached_entries(settings)):
+        kind = "attached" if entry.attached else "detached"
+        try:
+            _print_projection(load_attached(entry.reference, entry.python_path), kind, entry.reference)
+        except ProjectionError as e:
+            print(f"{entry.name:<18} {kind:<9} {entry.reference}\n{'':<18} cannot be imported here: {e}")
     return 0
+
+
+async def _attached_entries(settings: Settings) -> list[AttachedProjection]:
+    from projections.attached import list_attached
+
+    async with await _connect(settings) as conn:
+        return await list_attached(conn, include_detached=True)
+
+
+def _print_projection(projection: Projection, kind: str, reference: str = "") -> None:
+    topics = ", ".join(t.name for t in projection.topics)
+    where = f"  ({reference})" if reference else ""
+    print(f"{projection.name:<18} {kind:<9} v{projection.version}  {topics}{where}")
+    print(f"{'':<18} {projection.description}")
 
 
 def cmd_run(args: argparse.Namespace) -> int:
     from consumers.runner import run_projection
-    from projections.registry import get
+    from projections.registry import load_attached
 
-    projection = get(getattr(args, "reference", None) or args.name)
-    asyncio.run(run_projection(projection, _settings(), batch_size=args.batch_size, use_group=not args.no_group))
+    settings = _settings()
+    # `agl up` passes the attached reference with the directory it was imported from when it was attached.
+    projection = load_attached(args.name, args.python_path) if args.python_path else _resolve(args.name, settings)
+    asyncio.run(run_projection(projection, settings, batch_size=args.batch_size, use_group=not args.no_group))
+    return 0
+
+
+# -- attach / detach ----------------------------------------------------------------------------------------
+def cmd_attach(args: argparse.Namespace) -> int:
+    from projections.attached import import_root
+    from projections.registry import load_object
+
+    # Imported here first: a reference that does not import is refused before anything is registered.
+    projection = load_object(args.reference)
+    settings = _settings()
+    entry = asyncio.run(_attach(settings, projection, args.reference, import_root(projection, args.reference)))
+    print(
+        f"attached {entry.name} ({entry.reference}, revision {entry.revision}): `agl up` runs it from now on, "
+        "catching up from the start of history",
+        flush=True,
+    )
+    if args.no_wait:
+        return 0
+    try:
+        return asyncio.run(_follow_catch_up(settings, projection, args.start_timeout))
+    except KeyboardInterrupt:
+        print(f"\nstopped watching; {entry.name} stays attached (`agl projections status`)")
+        return 130
+
+
+async def _attach(
+    settings: Settings, projection: Projection, reference: str, python_path: str | None
+) -> AttachedProjection:
+    from projections.attached import attach
+
+    async with await _connect(settings) as conn:
+        return await attach(conn, projection, reference, python_path)
+
+
+async def _follow_catch_up(settings: Settings, projection: Projection, start_timeout_s: float) -> int:
+    """Print position, watermark, events/s and ETA about every second until the worker reaches the watermarks
+    seen when it was first measured (records written since do not keep it from being caught up)."""
+    from consumers.watermarks import fetch_watermarks
+
+    assert settings.kafka_bootstrap is not None
+    started = time.monotonic()
+    targets: dict[tuple[str, int], int] | None = None
+    samples: deque[tuple[float, int]] = deque(maxlen=6)
+    async with await _connect(settings) as conn:
+        while True:
+            positions = await _stored_positions(conn, projection.name)
+            if not positions:
+                if time.monotonic() - started > start_timeout_s:
+                    print(
+                        f"no worker started {projection.name} within {start_timeout_s:.0f}s: does `agl up` run on "
+                        "this database? It stays attached; the next `agl up` runs it",
+                        file=sys.stderr,
+                    )
+                    return 1
+                await asyncio.sleep(0.5)
+                continue
+            marks = await fetch_watermarks(settings.kafka_bootstrap, positions)
+            if targets is None:
+                targets = {tp: mark.high_watermark for tp, mark in marks.items()}
+            left = sum(
+                0 if marks[tp].lag(offset) == 0 else max(0, targets.get(tp, 0) - offset)
+                for tp, offset in positions.items()
+            )
+            position = sum(positions.values())
+            samples.append((time.monotonic(), position))
+            line = _catch_up_line(projection.name, position, position + left, samples)
+            if left == 0:
+                print(f"{line}\n{projection.name} caught up in {time.monotonic() - started:.1f}s", flush=True)
+                return 0
+            print(line, flush=True)
+            await asyncio.sleep(1.0)
+
+
+async def _stored_positions(conn: psycopg.AsyncConnection[Any], name: str) -> dict[tuple[str, int], int]:
+    """The active generation's positions; empty until a worker has started and been assigned its partitions."""
+    from projections.tracking import active_generation, load_positions
+
+    gen = await active_generation(conn, name)
+    return {} if gen is None else await load_positions(conn, gen.schema)
+
+
+def _catch_up_line(name: str, position: int, watermark: int, samples: deque[tuple[float, int]]) -> str:
+    (t0, p0), (t1, p1) = samples[0], samples[-1]
+    rate = (p1 - p0) / (t1 - t0) if t1 > t0 else 0.0
+    eta = f"{(watermark - position) / rate:.0f}s" if rate > 0 else "?"
+    done = position / watermark if watermark else 1.0
+    return f"{name}: position {position} / watermark {watermark} ({done:.1%}), {rate:,.0f} events/s, ETA {eta}"
+
+
+def cmd_detach(args: argparse.Namespace) -> int:
+    from agl.errors import ConfigError
+
+    if args.drop and not args.yes:
+        raise ConfigError(f"--drop deletes the tables of {args.name} for good; add --yes to confirm")
+    return asyncio.run(_detach(_settings(), args))
+
+
+async def _detach(settings: Settings, args: argparse.Namespace) -> int:
+    from agl.stack.state import StackLock
+    from projections.attached import detach, drop_tables, generations, get_attached
+
+    async with await _connect(settings) as conn:
+        entry = await detach(conn, args.name)
+        schemas = ", ".join(g.schema for g in await generations(conn, args.name)) or "none yet"
+        print(f"detached {entry.name}: `agl up` stops its worker within seconds")
+        if not args.drop:
+            print(
+                f"its tables ({schemas}) and positions are kept and no longer updated: `agl projections attach "
+                f"{entry.reference}` resumes where it stopped; `agl projections detach {entry.name} --drop --yes` "
+                "drops them"
+            )
+            return 0
+        if StackLock(settings.data_dir).held_by_someone():
+            # Dropping under a running worker would make it crash-loop on tables that no longer exist.
+            deadline = time.monotonic() + args.stop_timeout
+            while (current := await get_attached(conn, args.name)) is not None and current.stopped_at is None:
+                if time.monotonic() > deadline:
+                    print(
+                        f"agl projections: the worker of {entry.name} did not stop within {args.stop_timeout:.0f}s; "
+                        "its tables are kept (run the command again)",
+                        file=sys.stderr,
+                    )
+                    return 1
+                await asyncio.sleep(0.3)
+        dropped = await drop_tables(conn, args.name)
+        print(f"dropped {', '.join(g.schema for g in dropped) or 'no tables'} with their positions and dead letters")
     return 0
 
 
 # -- status -------------------------------------------------------------------------------------------------
 def cmd_status(args: argparse.Namespace) -> int:
-    statuses = asyncio.run(_status(_settings()))
+    statuses, attached = asyncio.run(_status(_settings()))
     if args.json:
         print(json.dumps([s.as_dict() for s in statuses], default=str, indent=2))
     else:
-        _print_status(statuses)
+        _print_status(statuses, {a.name for a in attached if a.attached})
+        _print_attached(attached, {s.name for s in statuses})
     return 1 if any(s.stalled for s in statuses) else 0
 
 
-async def _status(settings: Settings) -> list[ProjectionStatus]:
-    import psycopg
-
+async def _status(settings: Settings) -> tuple[list[ProjectionStatus], list[AttachedProjection]]:
     from consumers.status import gather_status
+    from projections.attached import list_attached
 
-    assert settings.database_url is not None and settings.kafka_bootstrap is not None
-    async with await psycopg.AsyncConnection.connect(settings.database_url, autocommit=True) as conn:
-        return await gather_status(conn, settings.kafka_bootstrap)
+    assert settings.kafka_bootstrap is not None
+    async with await _connect(settings) as conn:
+        return await gather_status(conn, settings.kafka_bootstrap), await list_attached(conn, include_detached=True)
 
 
-def _print_status(statuses: list[ProjectionStatus]) -> None:
+def _print_attached(attached: list[AttachedProjection], reported: set[str]) -> None:
+    """Attached projections without figures yet, and detached ones (their kept tables fall behind on purpose)."""
+    for entry in attached:
+        if not entry.attached:
+            print(f"{entry.name} detached at {entry.detached_at}: not running, tables kept ({entry.reference})")
+        elif entry.name not in reported:
+            print(f"{entry.name} attached at {entry.attached_at}: waiting for `agl up` to start it ({entry.reference})")
+
+
+def _print_status(statuses: list[ProjectionStatus], attached: set[str]) -> None:
     if not statuses:
         print("no projection has run yet")
     for s in statuses:
         flag = "STALLED" if s.stalled else ("caught up" if s.lag == 0 else "catching up")
+        kind = ", attached" if s.name in attached else ""
         print(
-            f"{s.name} v{s.version} g{s.generation} ({s.state}) {flag}: lag {s.lag} events / {s.lag_seconds:.1f}s, "
-            f"{s.events_per_s:.0f} events/s, {s.dead_letters} dead letters, last progress {s.last_progress_at}"
+            f"{s.name} v{s.version} g{s.generation} ({s.state}{kind}) {flag}: lag {s.lag} events / "
+            f"{s.lag_seconds:.1f}s, {s.events_per_s:.0f} events/s, {s.dead_letters} dead letters, "
+            f"last progress {s.last_progress_at}"
         )
         for p in s.partitions:
             print(
@@ -110,7 +326,6 @@ def _print_status(statuses: list[ProjectionStatus]) -> None:
 # -- rebuild ------------------------------------------------------------------------------------------------
 def cmd_rebuild(args: argparse.Namespace) -> int:
     from consumers.rebuild import cancel_rebuild
-    from projections.registry import get
 
     settings = _settings()
     assert settings.database_url is not None
@@ -118,7 +333,7 @@ def cmd_rebuild(args: argparse.Namespace) -> int:
         gen = asyncio.run(cancel_rebuild(settings.database_url, args.name))
         print(f"dropped {gen.schema}" if gen else f"no rebuild of {args.name} is pending")
         return 0
-    result = asyncio.run(_rebuild(get(args.name), settings, args))
+    result = asyncio.run(_rebuild(_resolve(args.name, settings), settings, args))
     _print_result(result)
     return 0 if result.switched else 130
 
@@ -144,11 +359,10 @@ async def _rebuild(projection: Any, settings: Settings, args: argparse.Namespace
 
 def cmd_rollback(args: argparse.Namespace) -> int:
     from consumers.rebuild import rollback
-    from projections.registry import get
 
     settings = _settings()
     assert settings.database_url is not None
-    restored, retired = asyncio.run(rollback(settings.database_url, get(args.name)))
+    restored, retired = asyncio.run(rollback(settings.database_url, _resolve(args.name, settings)))
     print(f"readers switched back to {restored.schema} (version {restored.version}); {retired.schema} is retired")
     return 0
 

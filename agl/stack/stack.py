@@ -22,6 +22,7 @@ import psycopg
 
 from agl.errors import ConfigError, StackError
 from agl.stack._process import ManagedProcess, require_free_port
+from agl.stack.attached_workers import AttachedWorkers
 from agl.stack.brokers import ApacheKafka, BrokerInfo, Tansu, java_available
 from agl.stack.llm import EmbeddedLLM, choose_port, publish_default_resources, remember_port
 from agl.stack.log_epoch import (
@@ -108,6 +109,8 @@ class Stack:
         self.api_url: str | None = None
         self.epoch_outcome: EpochOutcome | None = None
         self.restored: RestoreReport | None = None
+        #: workers of the projections attached with `agl projections attach`, picked up while the stack runs
+        self.attached = AttachedWorkers(self)
 
     # -- start -------------------------------------------------------------------------------------------
     async def start(self) -> None:
@@ -173,6 +176,7 @@ class Stack:
             await self.start_service(
                 ServiceSpec(f"projection-{name}", [sys.executable, "-m", "agl", "projections", "run", name])
             )
+        await self.attached.sync(force=True)
         await self.start_service(ServiceSpec("watchdog", [sys.executable, "-m", "agl", "watchdog"]))
         await self._publish_default_llm()
         self._write_state()
@@ -237,6 +241,18 @@ class Stack:
         if spec.ready_url:
             await _wait_http_ready(proc, spec.ready_url, self.settings.startup_timeout_s)
 
+    async def supervise(self, spec: ServiceSpec) -> None:
+        """Start a service while the stack runs (an attached projection) and record it in the state file."""
+        await self.start_service(spec)
+        self._write_state()
+
+    async def stop_service(self, name: str) -> None:
+        """Stop a service while the stack runs (a detached projection) and forget it."""
+        entry = self._services.pop(name, None)
+        if entry is not None:
+            await entry[1].stop_async()
+            self._write_state()
+
     def _write_state(self) -> None:
         assert self.broker_info is not None and self.database_url is not None
         components = {name: proc.pid for name, (_, proc) in self._services.items() if proc.pid}
@@ -272,6 +288,7 @@ class Stack:
             for name, (spec, proc) in list(self._services.items()):
                 if not proc.running():
                     await self._restart(name, spec, proc)
+            await self.attached.sync()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), poll_s)
 
@@ -279,6 +296,8 @@ class Stack:
         now = time.monotonic()
         spec.restarts = [t for t in spec.restarts if now - t < 60] + [now]
         if len(spec.restarts) > MAX_RESTARTS_PER_MINUTE:
+            if await self.attached.give_up(name, proc):
+                return  # a user's projection that crash-loops must not stop the stack
             raise StackError(
                 f"{name} crashed {len(spec.restarts)} times within a minute (last exit code "
                 f"{proc.returncode}); see {proc.log_path}"

@@ -20,9 +20,9 @@ from schemas.workers import WorkerDeregistered, WorkerHeartbeat, WorkerRegistere
 
 __all__ = [
     "ANY_EVENT",
-    "TERMINAL_STATUSES",
     "EVENT_BY_TYPE",
     "EVENT_TYPES",
+    "TERMINAL_STATUSES",
     "TOPICS",
     "TOPIC_BY_EVENT",
     "AnyEvent",

@@ -77,7 +77,8 @@ def reward_of(api: httpx.Client, rollout_id: str) -> float | None:
 def latency_s(rollout: dict[str, Any]) -> float | None:
     if not rollout.get("end_time") or not rollout.get("enqueued_at"):
         return None
-    return (datetime.fromisoformat(rollout["end_time"]) - datetime.fromisoformat(rollout["enqueued_at"])).total_seconds()
+    ended, enqueued = datetime.fromisoformat(rollout["end_time"]), datetime.fromisoformat(rollout["enqueued_at"])
+    return (ended - enqueued).total_seconds()
 
 
 def table(api: httpx.Client, enqueued: list[tuple[str, dict[str, Any]]]) -> list[dict[str, Any]]:

@@ -19,11 +19,11 @@ def lifecycle(i: int, *, outcome: AttemptEndStatus = "succeeded", t: float = 0.0
     """A rollout enqueued, claimed, running, a heartbeat, and its end: the events the decider records."""
     h = history(f"ro-{i:05d}", t=t, input={"n": i}, mode="train").claim("w1").running().heartbeat()
     if outcome in ("succeeded", "failed"):
-        h.finish(outcome)  # type: ignore[arg-type]
+        h.finish(outcome)
     elif outcome == "cancelled":
         h.cancel()
     else:
-        h.expire(outcome)  # type: ignore[arg-type]
+        h.expire(outcome)  # type: ignore[arg-type]  # the rest: timeout, unresponsive
     return h.events
 
 

@@ -43,7 +43,7 @@ def transactions(bootstrap: str, topic: str, aborted: list[str], committed: list
         producer.begin_transaction()
         for rollout_id in ids:
             key, value, headers = enqueued(rollout_id)
-            producer.produce(topic, value=value, key=key, headers=headers)
+            producer.produce(topic, value=value, key=key, headers=list(headers))
         producer.flush(20)
         if commit:
             producer.commit_transaction(20)

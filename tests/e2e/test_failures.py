@@ -27,7 +27,9 @@ async def rollout(live: LiveServices, rollout_id: str) -> dict[str, Any]:
         return answer.json() if answer.status_code == 200 else {"status": None}
 
 
-async def until(live: LiveServices, rollout_ids: list[str], statuses: set[str], timeout: float = 90) -> list[dict]:
+async def until(
+    live: LiveServices, rollout_ids: list[str], statuses: set[str], timeout: float = 90
+) -> list[dict[str, Any]]:
     deadline = asyncio.get_running_loop().time() + timeout
     while True:
         try:

@@ -3,15 +3,17 @@ late reports recorded and harmless, resends recording nothing."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from producers import decider
-from producers.decider import AttemptState
+from producers.decider import AttemptState, RolloutState
 from schemas import RolloutConfig, RolloutTransitioned
 from tests.fixtures.histories import at, history
 
 RETRY = RolloutConfig(max_attempts=2, retry_condition=("failed", "timeout", "unresponsive"))
 
 
-def decisions(events):
+def decisions(events: list[Any]) -> list[RolloutTransitioned]:
     return [e for e in events if isinstance(e, RolloutTransitioned)]
 
 
@@ -74,7 +76,7 @@ def test_resending_the_report_that_ended_an_attempt_records_nothing():
     assert running_again.events == []
 
 
-def _claimed_running():
+def _claimed_running() -> tuple[RolloutState, AttemptState]:
     h = history("ro-3").claim().running()
     assert h.state is not None and h.attempt is not None
     return h.state, h.attempt

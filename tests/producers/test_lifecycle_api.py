@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
+from typing import Any
 
 import psycopg
 import pytest
@@ -27,28 +28,32 @@ def rollouts_worker(kafka_bootstrap, pg_url, prefix) -> ProjectionWorker:
 async def enqueue(api, *items) -> str:
     answer = await api.post("/v1/rollouts", json=list(items))
     assert answer.status_code == 202, answer.text
-    return answer.json()["position"]
+    position: str = answer.json()["position"]
+    return position
 
 
-async def dequeue(api, worker_id: str, limit: int = 1, **extra) -> list[dict]:
+async def dequeue(api, worker_id: str, limit: int = 1, **extra) -> list[dict[str, Any]]:
     answer = await api.post("/v1/rollouts/dequeue", json={"worker_id": worker_id, "limit": limit, **extra})
     assert answer.status_code == 200, answer.text
-    return answer.json()["claims"]
+    claims: list[dict[str, Any]] = answer.json()["claims"]
+    return claims
 
 
-async def report(api, claim: dict, kind: str, worker_id: str = "w1", **body) -> dict:
+async def report(api, claim: dict[str, Any], kind: str, worker_id: str = "w1", **body) -> dict[str, Any]:
     url = f"/v1/rollouts/{claim['rollout_id']}/attempts/{claim['attempt_id']}/{kind}"
     answer = await api.post(url, json={"worker_id": worker_id, **body})
     assert answer.status_code == 200, answer.text
-    return answer.json()
+    verdict: dict[str, Any] = answer.json()
+    return verdict
 
 
-async def read_until(api, rollout_id: str, status: str, timeout: float = 30.0) -> dict:
+async def read_until(api, rollout_id: str, status: str, timeout: float = 30.0) -> dict[str, Any]:
     deadline = asyncio.get_running_loop().time() + timeout
     while True:
         answer = await api.get(f"/v1/rollouts/{rollout_id}")
-        if answer.status_code == 200 and answer.json()["status"] == status:
-            return answer.json()
+        found: dict[str, Any] = answer.json()
+        if answer.status_code == 200 and found["status"] == status:
+            return found
         if asyncio.get_running_loop().time() > deadline:
             raise AssertionError(f"{rollout_id} is {answer.text}, not {status}")
         await asyncio.sleep(0.05)

@@ -87,7 +87,7 @@ def test_decisions_applied_in_reverse_give_the_same_rows():
     h = history("ro-1", RETRY).claim().running().finish("failed").claim().running().finish("succeeded")
     decisions = [e for e in h.events if isinstance(e, RolloutTransitioned)]
     others = [e for e in h.events if not isinstance(e, RolloutTransitioned)]
-    assert _snapshot([*others, *reversed(decisions)]) == _snapshot(h.events)  # type: ignore[list-item]
+    assert _snapshot([*others, *reversed(decisions)]) == _snapshot(h.events)  # type: ignore[list-item,arg-type]
 
 
 def _snapshot(events: list[RolloutEvent]) -> str:

@@ -10,12 +10,10 @@ import uuid
 from collections import Counter
 from typing import TYPE_CHECKING, Annotated, Any
 
-import orjson
 from fastapi import APIRouter, Body, Depends, Header, Path, Query, Request
 from fastapi.exceptions import RequestValidationError
 
 from producers import lifecycle
-from producers.errors import NotPublishedYet
 from producers.http import one_or_many, one_or_many_openapi
 from producers.idempotency import ids_for_key, next_number, request_hash, reserve_rollouts, stored_rollouts
 from producers.models import (
@@ -35,7 +33,7 @@ from producers.models import (
 )
 from producers.outbox import OutboxRelay
 from producers.publisher import EventPublisher
-from producers.requests import Committed, commit_once
+from producers.requests import Committed, commit_once, event_ids, wait_positions
 from schemas import (
     DocumentDeleted,
     DocumentUpserted,
@@ -137,24 +135,14 @@ async def enqueue_rollouts(
         ]
         fresh = await reserve_rollouts(conn, publisher, planned)
         stored = await stored_rollouts(conn, publisher, ids)
-        waiting = [stored[i].outbox_id for i in ids if stored[i].position is None]
-        published = iter(await published_positions(relay, conn, [i for i in waiting if i is not None]))
+    waiting = [stored[i].outbox_id for i in ids if stored[i].position is None]
+    published = iter(await wait_positions(relay, pool, [i for i in waiting if i is not None]))
     events = [stored[rollout_id].event for rollout_id in ids]
     positions = [stored[i].position or next(published) for i in ids]
     rollouts = [
         RolloutAccepted(rollout_id=e.rollout_id, event_id=e.event_id, created=e.rollout_id in fresh) for e in events
     ]
     return RolloutsAccepted(rollouts=rollouts, **_accepted(events, positions))
-
-
-async def published_positions(
-    relay: OutboxRelay, conn: AsyncConnection[Any], outbox_ids: Sequence[int]
-) -> list[Position]:
-    """Where the relay published these outbox rows; 503 (retriable) when it could not in time."""
-    try:
-        return await relay.wait_published(conn, outbox_ids, relay.publish_wait_s)
-    except TimeoutError as e:
-        raise NotPublishedYet(f"accepted, but not yet on the log: {e}; retry the same request") from e
 
 
 def _digest(item: RolloutIn) -> str:
@@ -191,10 +179,9 @@ async def cancel_rollout(
     reason = body.reason if body else None
     async with pool.connection() as conn:
         outbox_ids = await lifecycle.cancel(conn, publisher, rollout_id, reason, envelope)
-        positions = await published_positions(relay, conn, outbox_ids)
-        cur = await conn.execute("SELECT value FROM outbox WHERE id = ANY(%s) ORDER BY id", (outbox_ids,))
-        event_ids = [orjson.loads(bytes(row[0]))["event_id"] for row in await cur.fetchall()]
-    return Accepted(event_ids=event_ids, position=to_token(list(positions)))
+        ids = await event_ids(conn, outbox_ids)
+    positions = await wait_positions(relay, pool, outbox_ids)
+    return Accepted(event_ids=ids, position=to_token(list(positions)))
 
 
 # -- resources and knowledge ------------------------------------------------------------------------------------
@@ -231,10 +218,9 @@ async def publish_resources(
         )
         return [event], {"resources_id": resources_id, "resources_version": version}
 
-    async with pool.connection() as conn:
-        done = await commit_once(
-            conn, publisher, relay, route="resources", key=idempotency_key, digest=request_hash(body), build=build
-        )
+    done = await commit_once(
+        pool, publisher, relay, route="resources", key=idempotency_key, digest=request_hash(body), build=build
+    )
     return ResourcesAccepted(**done.answer, **_answer(done))
 
 
@@ -258,10 +244,9 @@ async def upsert_document(
         )
         return [event], {"document_id": document_id, "document_version": version}
 
-    async with pool.connection() as conn:
-        done = await commit_once(
-            conn, publisher, relay, route="documents", key=idempotency_key, digest=request_hash(body), build=build
-        )
+    done = await commit_once(
+        pool, publisher, relay, route="documents", key=idempotency_key, digest=request_hash(body), build=build
+    )
     return DocumentAccepted(**done.answer, **_answer(done))
 
 
@@ -284,10 +269,9 @@ async def delete_document(
         return [DocumentDeleted(collection=collection, document_id=document_id, **envelope)], {}
 
     digest = request_hash(CancelIn(reason=f"{collection}/{document_id}"))
-    async with pool.connection() as conn:
-        done = await commit_once(
-            conn, publisher, relay, route="document-deletes", key=idempotency_key, digest=digest, build=build
-        )
+    done = await commit_once(
+        pool, publisher, relay, route="document-deletes", key=idempotency_key, digest=digest, build=build
+    )
     return DocumentAccepted(document_id=document_id, **_answer(done))
 
 
@@ -308,10 +292,9 @@ async def assign_rewards(
     async def build(_: AsyncConnection[Any]) -> tuple[list[Event], dict[str, Any]]:
         return [RewardAssigned(**_fields(item), **envelope) for item in items], {}
 
-    async with pool.connection() as conn:
-        done = await commit_once(
-            conn, publisher, relay, route="rewards", key=idempotency_key, digest=request_hash(*items), build=build
-        )
+    done = await commit_once(
+        pool, publisher, relay, route="rewards", key=idempotency_key, digest=request_hash(*items), build=build
+    )
     return Accepted(**_answer(done))
 
 
@@ -336,10 +319,9 @@ async def record_spans(
         ]
         return events, {"sequence_ids": sequence_ids}
 
-    async with pool.connection() as conn:
-        done = await commit_once(
-            conn, publisher, relay, route="spans", key=idempotency_key, digest=request_hash(*items), build=build
-        )
+    done = await commit_once(
+        pool, publisher, relay, route="spans", key=idempotency_key, digest=request_hash(*items), build=build
+    )
     return SpansAccepted(**done.answer, **_answer(done))
 
 

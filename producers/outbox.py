@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from collections.abc import Sequence
 
     from psycopg import AsyncConnection
+    from psycopg_pool import AsyncConnectionPool
 
     from producers.publisher import EventPublisher, Record
     from schemas import Event
@@ -39,6 +40,8 @@ PUBLISHED_CHANNEL = "agl_outbox_published"
 #: The advisory lock key that elects the one publishing relay of a database ("aglrelay" in ASCII, as an int8).
 RELAY_LOCK = 0x61676C72656C6179 & 0x7FFFFFFFFFFFFFFF
 BATCH = 2000
+#: At most this many published positions are kept in memory for local waiters.
+KNOWN_LIMIT = 100_000
 
 
 async def append(conn: AsyncConnection[Any], publisher: EventPublisher, events: Sequence[Event]) -> list[int]:
@@ -93,6 +96,10 @@ class OutboxRelay:
         self._published = asyncio.Condition()
         self._closed = False
         self.is_leader = False
+        #: positions of rows this process's relay published, until their waiter takes them
+        self._known: dict[int, Position] = {}
+        #: the highest row id a relay in another process said it published
+        self._remote_max = -1
 
     async def start(self) -> None:
         assert self._task is None, "Did you call start twice?"
@@ -118,8 +125,13 @@ class OutboxRelay:
         """Publish now (a local command just committed rows)."""
         self._wake.set()
 
-    async def wait_published(self, conn: AsyncConnection[Any], ids: Sequence[int], timeout_s: float) -> list[Position]:
+    async def wait_published(
+        self, pool: AsyncConnectionPool[Any], ids: Sequence[int], timeout_s: float
+    ) -> list[Position]:
         """The positions of outbox rows ``ids`` once published, in the order given.
+
+        No connection is held while waiting. Rows this process's relay published are known in memory; rows a relay
+        in another process published are read back once its NOTIFY says it has published that far.
 
         Raises:
             TimeoutError: not all were published within ``timeout_s`` (the broker is down, say).
@@ -129,20 +141,33 @@ class OutboxRelay:
         self.kick()
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout_s
-        wanted = list(ids)
+        wanted = list(dict.fromkeys(ids))
+        found: dict[int, Position] = {}
+        read_at_remote = -1  # the remote high mark of the last read from PostgreSQL
+        next_read = loop.time() + self._poll_s
         while True:
-            cur = await conn.execute(
-                'SELECT id, topic, "partition", "offset" FROM outbox WHERE id = ANY(%s) AND published', (wanted,)
-            )
-            found = {row[0]: Position(topic=row[1], partition=row[2], offset=row[3]) for row in await cur.fetchall()}
-            if len(found) == len(set(wanted)):
-                return [found[i] for i in wanted]
+            for i in wanted:
+                if i not in found and i in self._known:
+                    found[i] = self._known.pop(i)
+            missing = [i for i in wanted if i not in found]
+            if not missing:
+                return [found[i] for i in ids]
+            if (self._remote_max >= max(missing) and self._remote_max != read_at_remote) or loop.time() >= next_read:
+                read_at_remote, next_read = self._remote_max, loop.time() + self._poll_s
+                async with pool.connection() as conn:
+                    cur = await conn.execute(
+                        'SELECT id, topic, "partition", "offset" FROM outbox WHERE id = ANY(%s) AND published',
+                        (missing,),
+                    )
+                    for row in await cur.fetchall():
+                        found[row[0]] = Position(topic=row[1], partition=row[2], offset=row[3])
+                continue
             remaining = deadline - loop.time()
             if remaining <= 0:
-                raise TimeoutError(f"{len(set(wanted)) - len(found)} outbox records not published in {timeout_s}s")
+                raise TimeoutError(f"{len(missing)} outbox records not published in {timeout_s}s")
             async with self._published:
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._published.wait(), min(remaining, self._poll_s))
+                    await asyncio.wait_for(self._published.wait(), min(remaining, next_read - loop.time()))
 
     async def wait_activity(self, timeout_s: float) -> None:
         """Wait until the outbox moves (rows appended or published anywhere), at most ``timeout_s``."""
@@ -200,9 +225,10 @@ class OutboxRelay:
                 await notified
         await self._notify_waiters()
 
-    @staticmethod
-    async def _next_notify(conn: AsyncConnection[Any]) -> None:
-        async for _ in conn.notifies(stop_after=1):
+    async def _next_notify(self, conn: AsyncConnection[Any]) -> None:
+        async for notify in conn.notifies(stop_after=1):
+            if notify.channel == PUBLISHED_CHANNEL and notify.payload.isdigit():
+                self._remote_max = max(self._remote_max, int(notify.payload))
             return
 
     async def _publish_pending(self, conn: AsyncConnection[Any]) -> int:
@@ -225,4 +251,7 @@ class OutboxRelay:
             ([r[0] for r in rows], [p.partition for p in positions], [p.offset for p in positions]),
         )
         await conn.execute("SELECT pg_notify(%s, %s)", (PUBLISHED_CHANNEL, str(rows[-1][0])))
+        if len(self._known) > KNOWN_LIMIT:  # rows nobody here waits for (published for another process)
+            self._known.clear()
+        self._known.update(zip((r[0] for r in rows), positions, strict=True))
         return len(rows)

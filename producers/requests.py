@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Sequence
 
     from psycopg import AsyncConnection
+    from psycopg_pool import AsyncConnectionPool
 
     from producers.outbox import OutboxRelay
     from producers.publisher import EventPublisher
@@ -37,7 +38,7 @@ class Committed:
 
 
 async def commit_once(
-    conn: AsyncConnection[Any],
+    pool: AsyncConnectionPool[Any],
     publisher: EventPublisher,
     relay: OutboxRelay,
     *,
@@ -46,20 +47,31 @@ async def commit_once(
     digest: str,
     build: Callable[[AsyncConnection[Any]], Awaitable[tuple[Sequence[Event], dict[str, Any]]]],
 ) -> Committed:
-    """Commit the request's events to the outbox (once per key), wait until they are published, answer."""
-    for _ in range(2):  # a concurrent twin with the same key may win the insert: then answer with its rows
-        try:
+    """Commit the request's events to the outbox (once per key), wait until they are published, answer.
+
+    The connection goes back to the pool before the wait: a request waiting for Kafka holds none.
+    """
+    async with pool.connection() as conn:
+        for _ in range(2):  # a concurrent twin with the same key may win the insert: then answer with its rows
+            try:
+                ids, answer = await _commit(conn, publisher, route=route, key=key, digest=digest, build=build)
+                break
+            except errors.UniqueViolation:
+                continue
+        else:  # pragma: no cover - two conflicts in a row mean the row exists: the next read finds it
             ids, answer = await _commit(conn, publisher, route=route, key=key, digest=digest, build=build)
-            break
-        except errors.UniqueViolation:
-            continue
-    else:  # pragma: no cover - two conflicts in a row mean the row exists: the next read finds it
-        ids, answer = await _commit(conn, publisher, route=route, key=key, digest=digest, build=build)
+        evids = await event_ids(conn, ids)
+    return Committed(evids, await wait_positions(relay, pool, ids), answer)
+
+
+async def wait_positions(
+    relay: OutboxRelay, pool: AsyncConnectionPool[Any], outbox_ids: Sequence[int]
+) -> list[Position]:
+    """Where the relay published these outbox rows; 503 (retriable) when it could not in time."""
     try:
-        positions = await relay.wait_published(conn, ids, relay.publish_wait_s)
+        return await relay.wait_published(pool, outbox_ids, relay.publish_wait_s)
     except TimeoutError as e:
         raise NotPublishedYet(f"accepted, but not yet on the log: {e}; retry the same request") from e
-    return Committed(await event_ids(conn, ids), positions, answer)
 
 
 async def _commit(

@@ -5,6 +5,7 @@ and helpers to start runners (``agl runner``) as processes that can be killed wi
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import sys
@@ -77,19 +78,20 @@ def e2e_logs(tmp_path: Path) -> Iterator[Path]:
     yield tmp_path
 
 
-@pytest_asyncio.fixture(loop_scope="session")
-async def live(kafka_bootstrap: str, kafka_topics: str, pg_url: str, e2e_logs: Path) -> AsyncIterator[LiveServices]:
+@contextlib.asynccontextmanager
+async def live_services(bootstrap: str, prefix: str, pg_url: str, logs: Path) -> AsyncIterator[LiveServices]:
+    """The API, the watchdog and the rollouts and resources projections as processes on these services."""
     port = free_port()
     env = {
         **os.environ,
-        "AGL_KAFKA_BOOTSTRAP": kafka_bootstrap,
+        "AGL_KAFKA_BOOTSTRAP": bootstrap,
         "AGL_DATABASE_URL": pg_url,
-        "AGL_TOPIC_PREFIX": kafka_topics,
+        "AGL_TOPIC_PREFIX": prefix,
         "AGL_API_HOST": "127.0.0.1",
         "AGL_API_PORT": str(port),
         "PYTHONPATH": str(REPO),
     }
-    services = LiveServices(env, e2e_logs, f"http://127.0.0.1:{port}")
+    services = LiveServices(env, logs, f"http://127.0.0.1:{port}")
     services.start("api", "api")
     services.start("watchdog", "watchdog", "--interval", "0.2")
     services.start("projection-rollouts", "projections", "run", "rollouts")
@@ -102,3 +104,9 @@ async def live(kafka_bootstrap: str, kafka_topics: str, pg_url: str, e2e_logs: P
         raise
     finally:
         services.stop_all()
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def live(kafka_bootstrap: str, kafka_topics: str, pg_url: str, e2e_logs: Path) -> AsyncIterator[LiveServices]:
+    async with live_services(kafka_bootstrap, kafka_topics, pg_url, e2e_logs) as services:
+        yield services

@@ -171,9 +171,16 @@ def test_tansu_restart_is_detected_and_refused_while_positions_exist(tmp_path):
     up = Up(env)
     url = f"postgresql://postgres@127.0.0.1:{env['AGL_POSTGRES_PORT']}/agl"
     with psycopg.connect(url, autocommit=True) as conn:
+        deadline = time.monotonic() + 60
+        generation = "SELECT count(*) FROM projection_generations WHERE projection = 'rollouts'"
+        while conn.execute(generation).fetchone() != (1,):
+            assert time.monotonic() < deadline, "the rollouts worker did not create its generation"
+            time.sleep(0.2)
+        # The rollouts projection had applied 7 records of partition 0, which a restarted Tansu no longer has.
         conn.execute(
             "INSERT INTO projection_offsets (projection, topic, partition, next_offset) "
-            "VALUES ('rollouts', 'agl.rollouts.v1', 0, 7)"
+            "VALUES ('rollouts_g1', 'agl.rollouts.v1', 0, 7) ON CONFLICT (projection, topic, partition)"
+            " DO UPDATE SET next_offset = 7"
         )
     assert up.interrupt()[0] == 0
     refused = agl(env, "up")
@@ -182,7 +189,11 @@ def test_tansu_restart_is_detected_and_refused_while_positions_exist(tmp_path):
     assert len(refused.stderr.strip().splitlines()) == 2  # the one-line error after the Tansu warning
     accepted = Up(env, "--accept-log-reset")
     with psycopg.connect(url) as conn:
-        assert conn.execute("SELECT count(*) FROM projection_offsets").fetchone() == (0,)
+        # The projection that had applied lost records started over; the archive is kept (never deleted).
+        stale = "SELECT count(*) FROM projection_offsets WHERE topic = 'agl.rollouts.v1' AND next_offset = 7"
+        assert conn.execute(stale).fetchone() == (0,), "".join(accepted.output)
+        archives = "SELECT count(*) FROM information_schema.schemata WHERE schema_name LIKE 'archive_g%'"
+        assert conn.execute(archives).fetchone()[0] >= 1
     assert accepted.interrupt()[0] == 0
 
 

@@ -25,12 +25,13 @@ async def test_a_broker_restart_mid_run_loses_nothing_and_runs_nothing_twice(pg_
     if requested_broker() != "kafka" or not java_available():
         pytest.skip("restarts a broker of its own with its log on disk: Apache Kafka only (Tansu keeps its log in "
                     "memory; its restarts are covered by the archive restore tests)")  # fmt: skip
-    kafka = ApacheKafka(
-        data_dir=tmp_path / "kafka",
-        libs_dir=KAFKA_LIBS_CACHE / f"kafka-{KAFKA_VERSION}",
-        port=free_port(),
-        controller_port=free_port(),
-    )
+    port, controller_port = free_port(), free_port()
+
+    def broker() -> ApacheKafka:  # the same broker (its log on disk, its ports) each time it starts
+        libs = KAFKA_LIBS_CACHE / f"kafka-{KAFKA_VERSION}"
+        return ApacheKafka(data_dir=tmp_path / "kafka", libs_dir=libs, port=port, controller_port=controller_port)
+
+    kafka = broker()
     await kafka.start(120)
     try:
         bootstrap = kafka.info.bootstrap
@@ -42,6 +43,7 @@ async def test_a_broker_restart_mid_run_loses_nothing_and_runs_nothing_twice(pg_
             await until(live, ids[:2], {"succeeded"})
             await kafka.stop()
             await asyncio.sleep(3)  # runners keep reporting: their decisions wait in the outbox
+            kafka = broker()
             await kafka.start(120)
             await enqueue(live, *({"rollout_id": r, "input": i} for i, r in enumerate(ids[15:])))
             done = await until(live, ids, {"succeeded", "failed", "cancelled"}, timeout=180)

@@ -61,22 +61,22 @@ ONE_OR_MANY_MODELS: list[type[BaseModel]] = [RolloutIn, RewardIn, SpanIn]
 router = APIRouter(prefix="/v1", tags=["commands"])
 
 
-def _publisher(request: Request) -> EventPublisher:
+async def _publisher(request: Request) -> EventPublisher:
     publisher: EventPublisher = request.app.state.publisher
     return publisher
 
 
-def _relay(request: Request) -> OutboxRelay:
+async def _relay(request: Request) -> OutboxRelay:
     relay: OutboxRelay = request.app.state.relay
     return relay
 
 
-def _pool(request: Request) -> AsyncConnectionPool[Any]:
+async def _pool(request: Request) -> AsyncConnectionPool[Any]:
     pool: AsyncConnectionPool[Any] = request.app.state.pool
     return pool
 
 
-def _envelope(
+async def _envelope(
     correlation_id: Annotated[str | None, Header(alias="X-Correlation-ID", max_length=200)] = None,
 ) -> dict[str, Any]:
     """Envelope fields of the request's events: where they come from and which request they belong to."""

@@ -5,6 +5,7 @@ Every rejection happens before anything is published: bodies are parsed and vali
 
 from __future__ import annotations
 
+import functools
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import orjson
@@ -69,6 +70,12 @@ def _loc_errors(error: ValidationError, prefix: tuple[str | int, ...]) -> list[d
     ]
 
 
+@functools.cache
+def _list_adapter(model: type[M]) -> TypeAdapter[list[M]]:
+    # Building a TypeAdapter compiles a validator: once per model, not once per request.
+    return TypeAdapter(list[model])  # type: ignore[valid-type]
+
+
 async def one_or_many(request: Request, model: type[M]) -> list[M]:
     """The body as a list of ``model``: a JSON object is one item, a JSON array is many.
 
@@ -85,7 +92,7 @@ async def one_or_many(request: Request, model: type[M]) -> list[M]:
         if len(data) > MAX_ITEMS:
             raise TooManyItems(len(data))
         try:
-            return TypeAdapter(list[model]).validate_python(data)  # type: ignore[valid-type]
+            return _list_adapter(model).validate_python(data)
         except ValidationError as e:
             raise RequestValidationError(_loc_errors(e, ("body",))) from None
     try:

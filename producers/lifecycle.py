@@ -187,31 +187,39 @@ async def _lock_rollout(conn: AsyncConnection[Any], rollout_id: str) -> RolloutS
     return RolloutState(rollout_id, status, seq, _config(raw_config), count, latest)
 
 
-async def _attempt(conn: AsyncConnection[Any], rollout_id: str, attempt_id: str) -> AttemptState:
-    cur = await conn.execute(
-        "SELECT sequence_id, worker_id, status, late_reports FROM lifecycle_attempts"
-        " WHERE attempt_id = %s AND rollout_id = %s",
-        (attempt_id, rollout_id),
-    )
-    row = await cur.fetchone()
-    if row is None:
-        raise UnknownEntity(f"no attempt {attempt_id!r} of rollout {rollout_id!r}")
-    sequence_id, worker_id, status, late_reports = row
-    return AttemptState(attempt_id, rollout_id, sequence_id, worker_id, status, late_reports)
-
-
-async def _save(conn: AsyncConnection[Any], decision: decider.Decision, now: datetime) -> None:
-    """Write a decision's new states (only what a decision can change)."""
+async def _save(
+    conn: AsyncConnection[Any], decision: decider.Decision, now: datetime, *, seen: str | None = None
+) -> None:
+    """Write a decision's new states (only what a decision can change) in one statement; ``seen``: the attempt
+    whose report this is, alive, so its unresponsive deadline moves."""
     rollout, attempt = decision.rollout, decision.attempt
     terminal = rollout.status in TERMINAL_STATUSES
-    await _save_rollout(conn, rollout, ended_at=now if terminal else None)
-    if attempt is not None:
-        ended = attempt.status not in decider.ACTIVE
-        await conn.execute(
-            "UPDATE lifecycle_attempts SET status = %s, late_reports = %s,"
-            " ended_at = CASE WHEN %s THEN COALESCE(ended_at, %s) ELSE ended_at END WHERE attempt_id = %s",
-            (attempt.status, attempt.late_reports, ended, now, attempt.attempt_id),
-        )
+    ended = attempt is not None and attempt.status not in decider.ACTIVE
+    await conn.execute(
+        "WITH r AS (UPDATE lifecycle_rollouts SET status = %(status)s, seq = %(seq)s, attempt_count = %(count)s,"
+        " latest_attempt_id = %(latest)s, ended_at = COALESCE(ended_at, %(ended_at)s) WHERE rollout_id = %(rid)s)"
+        " UPDATE lifecycle_attempts SET"
+        " status = COALESCE(%(a_status)s, status), late_reports = COALESCE(%(a_late)s, late_reports),"
+        " ended_at = CASE WHEN %(a_ended)s THEN COALESCE(ended_at, %(now)s) ELSE ended_at END,"
+        " unresponsive_at = CASE WHEN attempt_id = %(seen)s THEN %(now)s + (unresponsive_at - last_seen)"
+        " ELSE unresponsive_at END,"
+        " last_seen = CASE WHEN attempt_id = %(seen)s THEN %(now)s ELSE last_seen END"
+        " WHERE attempt_id = %(aid)s OR attempt_id = %(seen)s",
+        {
+            "status": rollout.status,
+            "seq": rollout.seq,
+            "count": rollout.attempt_count,
+            "latest": rollout.latest_attempt_id,
+            "ended_at": now if terminal else None,
+            "rid": rollout.rollout_id,
+            "a_status": attempt.status if attempt else None,
+            "a_late": attempt.late_reports if attempt else None,
+            "a_ended": ended,
+            "now": now,
+            "seen": seen,
+            "aid": attempt.attempt_id if attempt else None,
+        },
+    )
 
 
 # -- a runner's reports -------------------------------------------------------------------------------------
@@ -234,11 +242,9 @@ async def report(
         NotYourAttempt: the attempt was claimed by another worker.
     """
     async with conn.transaction():
-        rollout = await _lock_rollout(conn, rollout_id)
-        attempt = await _attempt(conn, rollout_id, attempt_id)
+        rollout, attempt, now = await _lock_for_report(conn, rollout_id, attempt_id)
         if attempt.worker_id != worker_id:
             raise NotYourAttempt(f"attempt {attempt_id!r} was claimed by worker {attempt.worker_id!r}")
-        now = await _now(conn)
         if kind == "running":
             decision = decider.running(rollout, attempt, envelope=envelope)
         elif kind == "heartbeat":
@@ -246,19 +252,36 @@ async def report(
         else:
             assert status is not None
             decision = decider.finish(rollout, attempt, status, error, envelope=envelope, at=now)
-        if attempt.status in decider.ACTIVE:
-            # Any report is a sign of life: push the unresponsive deadline (and count the heartbeat as an event).
-            await conn.execute(
-                "UPDATE lifecycle_attempts SET last_seen = %s,"
-                " unresponsive_at = %s + (unresponsive_at - last_seen) WHERE attempt_id = %s",
-                (now, now, attempt_id),
-            )
-            if kind == "heartbeat":
-                decision.events.append(_heartbeat_event(rollout_id, attempt_id, worker_id, envelope, now))
-        if decision.events:
-            await _save(conn, decision, now)
+        alive = attempt.status in decider.ACTIVE
+        if alive and kind == "heartbeat":
+            decision.events.append(_heartbeat_event(rollout_id, attempt_id, worker_id, envelope, now))
+        if decision.events or alive:
+            # Any report of an attempt at work is a sign of life: it pushes the unresponsive deadline.
+            await _save(conn, decision, now, seen=attempt_id if alive else None)
         ids = await outbox.append(conn, publisher, decision.events)
     return Outcome(decision.verdict, ids)
+
+
+async def _lock_for_report(
+    conn: AsyncConnection[Any], rollout_id: str, attempt_id: str
+) -> tuple[RolloutState, AttemptState, datetime]:
+    """The rollout (locked), its attempt and the decision's time, in one round trip."""
+    cur = await conn.execute(
+        "SELECT r.status, r.seq, r.config, r.attempt_count, r.latest_attempt_id,"
+        " a.sequence_id, a.worker_id, a.status, a.late_reports, now()"
+        " FROM lifecycle_rollouts r LEFT JOIN lifecycle_attempts a"
+        " ON a.attempt_id = %s AND a.rollout_id = r.rollout_id"
+        " WHERE r.rollout_id = %s FOR UPDATE OF r",
+        (attempt_id, rollout_id),
+    )
+    row = await cur.fetchone()
+    if row is None:
+        raise UnknownEntity(f"no rollout {rollout_id!r}")
+    status, seq, raw_config, count, latest, sequence_id, worker, attempt_status, late, now = row
+    if sequence_id is None:
+        raise UnknownEntity(f"no attempt {attempt_id!r} of rollout {rollout_id!r}")
+    rollout = RolloutState(rollout_id, status, seq, _config(raw_config), count, latest)
+    return rollout, AttemptState(attempt_id, rollout_id, sequence_id, worker, attempt_status, late), now
 
 
 def _heartbeat_event(

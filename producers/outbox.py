@@ -53,16 +53,16 @@ async def append(conn: AsyncConnection[Any], publisher: EventPublisher, events: 
     if not events:
         return []
     records = [publisher.record_of(event) for event in events]
+    # One round trip: the rows, and the NOTIFY that wakes the relay at commit.
     cur = await conn.execute(
-        "INSERT INTO outbox (topic, key, value, headers)"
+        "WITH ins AS (INSERT INTO outbox (topic, key, value, headers)"
         " SELECT topic, key, value, headers FROM unnest(%s::text[], %s::bytea[], %s::bytea[], %s::text[])"
         " WITH ORDINALITY AS r(topic, key, value, headers, n)"
-        " ORDER BY n RETURNING id",
-        _columns(records),
+        " ORDER BY n RETURNING id), woken AS (SELECT pg_notify(%s, ''))"
+        " SELECT ins.id FROM ins, woken",
+        (*_columns(records), PENDING_CHANNEL),
     )
-    ids = [row[0] for row in await cur.fetchall()]
-    await conn.execute("SELECT pg_notify(%s, '')", (PENDING_CHANNEL,))
-    return sorted(ids)
+    return sorted(row[0] for row in await cur.fetchall())
 
 
 def _columns(records: Sequence[Record]) -> tuple[list[Any], ...]:

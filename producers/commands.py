@@ -134,11 +134,18 @@ async def enqueue_rollouts(
             for item, rollout_id in zip(items, ids, strict=True)
         ]
         fresh = await reserve_rollouts(conn, publisher, planned)
-        stored = await stored_rollouts(conn, publisher, ids)
-    waiting = [stored[i].outbox_id for i in ids if stored[i].position is None]
+        # A retried request's rollouts (not fresh) are answered with what was stored the first time.
+        retried = [i for i in ids if i not in fresh]
+        stored = await stored_rollouts(conn, publisher, retried) if retried else {}
+    event_of = {e.rollout_id: e for e, _ in planned if e.rollout_id in fresh}
+    event_of.update((i, s.event) for i, s in stored.items())
+    waiting = [fresh[i] if i in fresh else stored[i].outbox_id for i in ids if i in fresh or stored[i].position is None]
     published = iter(await wait_positions(relay, pool, [i for i in waiting if i is not None]))
-    events = [stored[rollout_id].event for rollout_id in ids]
-    positions = [stored[i].position or next(published) for i in ids]
+    events = [event_of[rollout_id] for rollout_id in ids]
+    positions: list[Position] = []
+    for i in ids:
+        known = None if i in fresh else stored[i].position
+        positions.append(known if known is not None else next(published))
     rollouts = [
         RolloutAccepted(rollout_id=e.rollout_id, event_id=e.event_id, created=e.rollout_id in fresh) for e in events
     ]

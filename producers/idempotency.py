@@ -73,8 +73,9 @@ async def ids_for_key(conn: AsyncConnection[Any], key: str, digest: str, propose
 
 async def reserve_rollouts(
     conn: AsyncConnection[Any], publisher: EventPublisher, planned: Sequence[tuple[RolloutEnqueued, str]]
-) -> set[str]:
-    """Store each planned (event, request digest) unless its rollout id exists already; returns the new ids.
+) -> dict[str, int]:
+    """Store each planned (event, request digest) unless its rollout id exists already; returns the new ids, each
+    with the outbox row of its event.
 
     In the same transaction, each new rollout enters the lifecycle write model's queue and its event the outbox,
     so the rollout is enqueued exactly once and its event published by the relay, never by this request.
@@ -101,13 +102,16 @@ async def reserve_rollouts(
                 f"rollout {clashes[0]!r} already exists with a different request"
                 + (f" (and {len(clashes) - 1} more)" if len(clashes) > 1 else "")
             )
-        await _enter_outbox(conn, publisher, [e for e, _ in planned if e.rollout_id in fresh])
-    return fresh
+        new = [e for e, _ in planned if e.rollout_id in fresh]
+        outbox_ids = await _enter_outbox(conn, publisher, new)
+    return {e.rollout_id: outbox_id for e, outbox_id in zip(new, outbox_ids, strict=True)}
 
 
 async def _enter_outbox(
     conn: AsyncConnection[Any], publisher: EventPublisher, events: Sequence[RolloutEnqueued]
-) -> None:
+) -> list[int]:
+    if not events:
+        return []
     await insert_rollouts(conn, events)
     outbox_ids = await outbox.append(conn, publisher, events)
     await conn.execute(
@@ -115,6 +119,7 @@ async def _enter_outbox(
         " WHERE command_rollouts.rollout_id = o.rollout_id",
         ([e.rollout_id for e in events], outbox_ids),
     )
+    return outbox_ids
 
 
 @dataclass(frozen=True)

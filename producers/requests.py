@@ -54,13 +54,12 @@ async def commit_once(
     async with pool.connection() as conn:
         for _ in range(2):  # a concurrent twin with the same key may win the insert: then answer with its rows
             try:
-                ids, answer = await _commit(conn, publisher, route=route, key=key, digest=digest, build=build)
+                ids, answer, evids = await _commit(conn, publisher, route=route, key=key, digest=digest, build=build)
                 break
             except errors.UniqueViolation:
                 continue
         else:  # pragma: no cover - two conflicts in a row mean the row exists: the next read finds it
-            ids, answer = await _commit(conn, publisher, route=route, key=key, digest=digest, build=build)
-        evids = await event_ids(conn, ids)
+            ids, answer, evids = await _commit(conn, publisher, route=route, key=key, digest=digest, build=build)
     return Committed(evids, await wait_positions(relay, pool, ids), answer)
 
 
@@ -82,7 +81,8 @@ async def _commit(
     key: str | None,
     digest: str,
     build: Callable[[AsyncConnection[Any]], Awaitable[tuple[Sequence[Event], dict[str, Any]]]],
-) -> tuple[list[int], dict[str, Any]]:
+) -> tuple[list[int], dict[str, Any], list[str]]:
+    """The request's outbox rows, its answer and its events' ids: committed now, or found from the first time."""
     async with conn.transaction():
         if key is not None:
             cur = await conn.execute(
@@ -94,7 +94,7 @@ async def _commit(
             if row is not None:
                 if row[0] != digest:
                     raise IdempotencyConflict(f"Idempotency-Key {key!r} was already used for a different request")
-                return list(row[1]), dict(row[2])
+                return list(row[1]), dict(row[2]), await event_ids(conn, row[1])
         events, answer = await build(conn)
         ids = await outbox.append(conn, publisher, events)
         if key is not None:
@@ -103,7 +103,7 @@ async def _commit(
                 " VALUES (%s, %s, %s, %s, %s)",
                 (route, key, digest, ids, Jsonb(answer, dumps=orjson.dumps)),
             )
-    return ids, answer
+    return ids, answer, [str(e.event_id) for e in events]
 
 
 async def event_ids(conn: AsyncConnection[Any], outbox_ids: Sequence[int]) -> list[str]:

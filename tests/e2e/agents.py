@@ -21,3 +21,12 @@ def quick(task: Any) -> float:
     """A no-op agent: reward 1."""
     time.sleep(0.05)
     return 1.0
+
+
+@agl.rollout
+def flaky(task: Any, rollout: agl.Rollout) -> float:
+    """Fails the first attempt of every third rollout (decided by the task, so every runner agrees)."""
+    time.sleep(0.02)
+    if task["n"] % 3 == 0 and rollout.sequence_id == 1:
+        raise RuntimeError(f"flaky first attempt of task {task['n']}")
+    return 1.0

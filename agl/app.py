@@ -14,6 +14,7 @@ from agl.errors import LightningError
 from consumers.routes import router as projections_router
 from consumers.routes import stalled_projections
 from producers.api import mount_commands, running_commands
+from projections.applied import AppliedListener
 from projections.routes.history import router as history_router
 from projections.routes.resources import router as resources_router
 from projections.routes.rollouts import router as rollouts_router
@@ -68,6 +69,7 @@ def create_app(settings: Settings) -> FastAPI:
             await kafka.bootstrap()
             stack.push_async_callback(kafka.close)
             await stack.enter_async_context(running_commands(app, settings, pool))
+            app.state.applied = await stack.enter_async_context(AppliedListener(database_url))
             app.state.settings = settings
             app.state.pool = pool
             app.state.kafka = kafka

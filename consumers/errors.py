@@ -5,7 +5,7 @@ from __future__ import annotations
 import psycopg
 import psycopg.errors
 
-from agl.errors import LightningError
+from core.errors import LightningError
 
 
 class ConsumerError(LightningError):

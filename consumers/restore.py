@@ -30,8 +30,8 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from psycopg import sql
 from psycopg.types.json import Jsonb
 
-from agl.errors import LogResetError
 from consumers.watermarks import fetch_watermarks
+from core.errors import LogResetError
 from projections.safe_text import decode_headers
 from projections.tracking import Generation, active_generation, drop_generation
 

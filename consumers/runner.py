@@ -7,11 +7,11 @@ import signal
 import sys
 from typing import TYPE_CHECKING
 
-from agl.errors import ConfigError
 from consumers.worker import ProjectionWorker
+from core.errors import ConfigError
 
 if TYPE_CHECKING:
-    from agl.config import Settings
+    from core.config import Settings
     from projections.base import Projection
 
 

@@ -29,7 +29,7 @@ if TYPE_CHECKING:
     from psycopg_pool import AsyncConnectionPool
     from starlette.routing import BaseRoute
 
-    from agl.config import Settings
+    from core.config import Settings
 
 
 def mount_commands(app: FastAPI, settings: Settings) -> None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from agl.errors import LightningError
+from core.errors import LightningError
 
 
 class PublishError(LightningError):

@@ -9,6 +9,9 @@ Guarantees:
 - Each event goes to ``TOPIC_BY_EVENT[type(event)]`` keyed by its ``key()``, so a rollout's events share a
   partition. ``publish_many`` hands every record to the batching producer before awaiting any delivery, so
   records travel in compressed batches rather than one round trip each.
+- ``publish_many`` encodes and size-checks every event's value before the first record is sent (a too-large event
+  publishes nothing); keys and headers, which cannot fail once the value is encoded, are built as records are
+  handed to the producer, so that work overlaps with the broker's on the batches already sent.
 - At most ``max_in_flight`` records wait for delivery; further ``publish`` calls wait for room (backpressure).
 - Retriable failures are retried with exponential backoff until ``retry_budget_s`` has passed, then
   :class:`BrokerUnavailable` names the broker and the last error. A retried record may be written twice (the
@@ -18,7 +21,8 @@ Guarantees:
 from __future__ import annotations
 
 import asyncio
-import functools
+import collections
+import itertools
 import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -27,10 +31,11 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaConnectionError, KafkaError, UnknownError, UnsupportedVersionError
 
 from producers.errors import BrokerUnavailable, EventTooLarge, PublisherClosed, PublishError
-from schemas import TOPIC_BY_EVENT, Position, encode
+from schemas import TOPIC_BY_EVENT, Position
+from schemas.codec import encode_headers, encode_value
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Iterable, Iterator, Sequence
 
     from schemas import Event
 
@@ -166,46 +171,66 @@ class EventPublisher:
     async def publish_many(self, events: Sequence[Event]) -> list[Position]:
         """Publish events (in order per key) and wait for all of them; returns their positions, in order.
 
-        Every event is encoded and size-checked before the first is sent, so a too-large event publishes nothing.
+        Every event's value is encoded and size-checked before the first is sent, so a too-large event publishes
+        nothing; the rest of each record is built as it is sent (see the module docstring).
         """
-        return await self.publish_records([self.record_of(event) for event in events])
+        checked = [self._checked(event) for event in events]
+        return await self._publish(itertools.starmap(self._record, zip(events, checked, strict=True)), len(events))
 
     def record_of(self, event: Event) -> Record:
         """The Kafka record of ``event``: its topic (with prefix), key, JSON value and CloudEvents headers."""
-        value, headers = encode(event)
+        return self._record(event, self._checked(event))
+
+    def _checked(self, event: Event) -> tuple[str, bytes]:
+        """The topic and value of ``event``: everything about its record that can fail."""
+        topic = self._topics[type(event)]
+        value = encode_value(event)
         # The record also carries the key and headers; leave them room below the limit.
         if len(value) > self.config.max_request_size - 1024:
             raise EventTooLarge(
                 f"{event.type} {event.event_id} is {len(value)} bytes encoded; "
                 f"the limit is {self.config.max_request_size - 1024}"
             )
-        return self._topics[type(event)], event.key(), value, headers
+        return topic, value
+
+    @staticmethod
+    def _record(event: Event, checked: tuple[str, bytes]) -> Record:
+        topic, value = checked
+        return topic, event.key(), value, encode_headers(event)
 
     async def publish_records(self, records: Sequence[Record]) -> list[Position]:
         """Send encoded records; retriable failures are resent until the retry budget is spent."""
+        return await self._publish(iter(records), len(records))
+
+    async def _publish(self, records: Iterator[Record], count: int) -> list[Position]:
+        """Send ``count`` records as ``records`` yields them, then resend the retriable failures."""
         producer = self._require_started()
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.config.retry_budget_s
         backoff = self.config.retry_backoff_s
-        positions: list[Position | None] = [None] * len(records)
-        pending = list(range(len(records)))
+        positions: list[Position | None] = [None] * count
+        # Records are kept as they are first sent (publish_many builds them lazily), for resending.
+        sent: list[Record] = []
+        pending = list(range(count))
+        batch: Iterator[Record] = _keeping(records, sent)
         while pending:
-            results = await self._send_all(producer, [records[i] for i in pending])
+            results = await self._send_all(producer, batch, len(pending))
             failed: list[int] = []
             last_error: BaseException | None = None
             for index, result in zip(pending, results, strict=True):
                 if isinstance(result, BaseException):
-                    failed.append(self._check_retriable(index, result, len(records)))
+                    failed.append(self._check_retriable(index, result, count))
                     last_error = result
                 else:
                     positions[index] = Position(topic=result.topic, partition=result.partition, offset=result.offset)
             if last_error is not None and loop.time() + backoff > deadline:
                 raise self._unavailable(last_error) from last_error
             if failed:
-                log.warning("%d of %d records failed retriably; retrying in %.1fs", len(failed), len(records), backoff)
+                log.warning("%d of %d records failed retriably; retrying in %.1fs", len(failed), count, backoff)
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 2.0)
             pending = failed
+            batch = (sent[i] for i in failed)
         return [p for p in positions if p is not None]
 
     def _check_retriable(self, index: int, error: BaseException, total: int) -> int:
@@ -213,32 +238,48 @@ class EventPublisher:
             return index
         raise PublishError(f"record {index + 1} of {total} was not published: {error!r}") from error
 
-    async def _send_all(self, producer: AIOKafkaProducer, records: Sequence[Record]) -> list[Any]:
-        """Hand every record to the producer, then await all deliveries; exceptions are returned, not raised.
+    async def _send_all(self, producer: AIOKafkaProducer, records: Iterator[Record], count: int) -> list[Any]:
+        """Hand ``count`` records to the producer, then await all deliveries; exceptions are returned, not raised.
 
-        In-flight room is taken and given back per chunk rather than per record: one callback per chunk instead
-        of one per record keeps the publisher's cost close to a bare producer's.
+        In-flight room is taken and given back per chunk rather than per record, and each chunk's deliveries are
+        awaited by one task rather than one callback per record (as ``asyncio.gather`` would): that keeps the
+        publisher's cost close to a bare producer's.
         """
-        chunks: list[asyncio.Future[list[Any]]] = []
+        chunks: list[asyncio.Task[list[Any]]] = []
         size = min(_CHUNK, self.config.max_in_flight)
-        for start in range(0, len(records), size):
-            chunk = records[start : start + size]
-            await self._reserve(len(chunk))
+        left = count
+        while left:
+            chunk_size = min(size, left)
+            left -= chunk_size
+            await self._reserve(chunk_size)
             futures: list[asyncio.Future[Any]] = []
-            for i, (topic, key, value, headers) in enumerate(chunk):
-                try:
+            try:
+                for topic, key, value, headers in itertools.islice(records, chunk_size):
                     futures.append(await producer.send(topic, value, key=key, headers=headers))
-                except KafkaError as e:
-                    # send() itself fails when metadata cannot be fetched (broker gone): the rest would fail alike,
-                    # one metadata timeout each, so they are all marked failed at once.
-                    futures.extend(_failed(e) for _ in range(len(records) - start - i))
-                    break
-            gathered = asyncio.gather(*futures, return_exceptions=True)
-            gathered.add_done_callback(functools.partial(self._give_back, len(chunk)))
-            chunks.append(gathered)
-            if len(futures) > len(chunk):
-                break
+            except KafkaError as e:
+                # send() itself fails when metadata cannot be fetched (broker gone): the rest would fail alike,
+                # one metadata timeout each, so they are all marked failed at once. They are still taken from
+                # ``records``, which keeps them (built) for resending.
+                collections.deque(records, maxlen=0)
+                futures.extend(_failed(e) for _ in range(chunk_size - len(futures) + left))
+                left = 0
+            except BaseException:
+                # Cancelled: no task will give this chunk's room back.
+                self._give_back(chunk_size)
+                raise
+            chunks.append(asyncio.create_task(self._settle(futures, chunk_size)))
         return [result for chunk_results in await asyncio.gather(*chunks) for result in chunk_results]
+
+    async def _settle(self, futures: list[asyncio.Future[Any]], reserved: int) -> list[Any]:
+        """Each delivery's metadata or exception, once all are done; gives back the chunk's in-flight room."""
+        try:
+            for future in futures:
+                # A batch's futures complete together: this task wakes about once per batch, not per record.
+                if not future.done():
+                    await asyncio.wait((future,))
+        finally:
+            self._give_back(reserved)
+        return [_outcome(future) for future in futures]
 
     async def _reserve(self, count: int) -> None:
         """Wait until ``count`` more records may be in flight (backpressure), then take the room."""
@@ -247,7 +288,7 @@ class EventPublisher:
             await self._room.wait()
         self._in_flight += count
 
-    def _give_back(self, count: int, _: object) -> None:
+    def _give_back(self, count: int) -> None:
         self._in_flight -= count
         self._room.set()
 
@@ -257,6 +298,19 @@ class EventPublisher:
         if self._producer is None:
             raise PublisherClosed("the publisher was not started (call `await publisher.start()`)")
         return self._producer
+
+
+def _keeping(records: Iterable[Record], kept: list[Record]) -> Iterator[Record]:
+    """``records``, each appended to ``kept`` as it is taken."""
+    for record in records:
+        kept.append(record)
+        yield record
+
+
+def _outcome(future: asyncio.Future[Any]) -> Any:
+    if future.cancelled():
+        return asyncio.CancelledError()
+    return future.exception() or future.result()
 
 
 def _failed(error: BaseException) -> asyncio.Future[Any]:

@@ -21,7 +21,7 @@ from producers.outbox import OutboxRelay
 from producers.publisher import EventPublisher
 
 if TYPE_CHECKING:
-    from agl.config import Settings
+    from core.config import Settings
 
 log = logging.getLogger(__name__)
 SOURCE = "/agl/watchdog"

@@ -6,6 +6,10 @@ the reader sees its own write. Partitions of topics the projection does not read
 them. A partition the broker does not have is refused at once (no command can have written there, so the wait
 could only time out). When the wait times out, :class:`ProjectionNotReady` says which partitions are behind and
 by how much.
+
+The wait holds no database connection: each check borrows one from the pool for two short queries, and between
+checks the read sleeps on the process's :class:`~projections.applied.AppliedListener`, which wakes it when the
+projection commits a batch (or, without a listener, re-checks every second).
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from producers.http import INVALID_RESPONSES, ErrorAnswer
+from projections.applied import FALLBACK_POLL_S
 from projections.errors import ProjectionNotReady
 from projections.tracking import Generation, active_generation, load_positions, set_search_path
 from schemas import InvalidPositionToken, parse_token
@@ -25,10 +30,11 @@ if TYPE_CHECKING:
 
     from aiokafka import AIOKafkaClient
     from psycopg import AsyncConnection
+    from psycopg_pool import AsyncConnectionPool
 
+    from projections.applied import AppliedListener
     from projections.base import Projection
 
-POLL_S = 0.05
 #: Every status a read route answers besides 200 (FastAPI documents only 200 and 422 by itself): pass as the
 #: router's ``responses=``.
 READ_RESPONSES: dict[int | str, dict[str, Any]] = {
@@ -40,15 +46,19 @@ READ_RESPONSES: dict[int | str, dict[str, Any]] = {
 METADATA_TIMEOUT_S = 5.0
 
 
-async def _pending(
-    conn: AsyncConnection[Any], projection: Projection, wanted: dict[tuple[str, int], int]
-) -> tuple[Generation | None, dict[tuple[str, int], tuple[int, int]]]:
-    """The active generation and the partitions it has not applied far enough: (wanted offset, next offset)."""
-    gen = await active_generation(conn, projection.name)
-    if gen is None:
-        return None, {tp: (offset, 0) for tp, offset in wanted.items()}
-    stored = await load_positions(conn, gen.schema)
-    return gen, {tp: (o, stored.get(tp, 0)) for tp, o in wanted.items() if stored.get(tp, 0) <= o}
+Positions = dict[tuple[str, int], int]
+
+
+async def _positions(pool: AsyncConnectionPool[Any], projection: Projection) -> tuple[Generation | None, Positions]:
+    """The active generation and its stored positions (next offset per partition), in one short pool borrowing."""
+    async with pool.connection() as conn:
+        gen = await active_generation(conn, projection.name)
+        return gen, ({} if gen is None else await load_positions(conn, gen.schema))
+
+
+def _behind(wanted: Positions, stored: Positions) -> dict[tuple[str, int], tuple[int, int]]:
+    """The partitions not applied far enough: (wanted offset, next offset)."""
+    return {tp: (o, stored.get(tp, 0)) for tp, o in wanted.items() if stored.get(tp, 0) <= o}
 
 
 async def check_partitions_exist(kafka: AIOKafkaClient, partitions: Iterable[tuple[str, int]]) -> None:
@@ -71,17 +81,19 @@ async def check_partitions_exist(kafka: AIOKafkaClient, partitions: Iterable[tup
 
 
 async def wait_for_token(
-    conn: AsyncConnection[Any],
+    pool: AsyncConnectionPool[Any],
     projection: Projection,
     token: str,
     *,
     topic_prefix: str,
     timeout_s: float,
     kafka: AIOKafkaClient | None = None,
+    applied: AppliedListener | None = None,
 ) -> None:
     """Return once ``projection`` has applied every position of ``token`` it reads; else raise after the wait.
 
     ``kafka``: a bootstrapped client whose metadata tells which partitions exist (none: not checked).
+    ``applied``: the process's listener, which wakes the wait when the projection commits (none: a slow poll).
 
     Raises:
         InvalidPositionToken: the token does not parse, or names a partition that does not exist (a 400).
@@ -93,16 +105,28 @@ async def wait_for_token(
         await check_partitions_exist(kafka, wanted)
     deadline = time.monotonic() + timeout_s
     while wanted:
-        _, pending = await _pending(conn, projection, wanted)
+        # Marked before the check: a commit landing between the check and the sleep still wakes this read.
+        if applied is None:
+            since = 0
+            gen, stored = await _positions(pool, projection)
+        else:
+            since = applied.mark()
+            # Every read woken by one notification shares one query (else N waiters would cost N per commit).
+            gen, stored = await applied.shared(projection.name, since, lambda: _positions(pool, projection))
+        pending = _behind(wanted, stored)
         if not pending:
             return
-        if time.monotonic() >= deadline:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
             behind = ", ".join(f"{t}:{p} at {nxt} needs > {o}" for (t, p), (o, nxt) in sorted(pending.items()))
             raise ProjectionNotReady(
                 f"projection {projection.name} has not applied the requested position within {timeout_s:g}s "
                 f"({behind}); retry later or without ?after="
             )
-        await asyncio.sleep(POLL_S)
+        if applied is not None and gen is not None:
+            await applied.wait(gen.schema, since, remaining)
+        else:
+            await asyncio.sleep(min(remaining, FALLBACK_POLL_S))
 
 
 @contextlib.asynccontextmanager

@@ -35,8 +35,18 @@ _VERSION_TEXT: dict[type[Event], str] = {}
 
 def encode(event: Event) -> tuple[bytes, list[tuple[str, bytes]]]:
     """The record value and headers of ``event``."""
-    value = event.__pydantic_serializer__.to_json(event)
-    headers = [
+    return encode_value(event), encode_headers(event)
+
+
+def encode_value(event: Event) -> bytes:
+    """The record value of ``event``: the event as JSON, envelope included."""
+    return event.__pydantic_serializer__.to_json(event)
+
+
+def encode_headers(event: Event) -> list[tuple[str, bytes]]:
+    """The record headers of ``event``. They only format fields its value holds, so they cannot fail where
+    ``encode_value`` succeeded (the publisher builds them late, while earlier records are in flight)."""
+    return [
         ("ce_specversion", SPEC_VERSION),
         ("ce_id", str(event.event_id).encode()),
         ("ce_type", event.type.encode()),
@@ -45,7 +55,6 @@ def encode(event: Event) -> tuple[bytes, list[tuple[str, bytes]]]:
         ("content-type", CONTENT_TYPE),
         ("event_version", str(event.version).encode()),
     ]
-    return value, headers
 
 
 def headers_dict(headers: Iterable[tuple[str, bytes | None]] | None) -> dict[str, str]:

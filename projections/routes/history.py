@@ -124,10 +124,9 @@ async def history_route(
 ) -> RolloutHistory:
     """The rollout's events in log order: enqueue, every decision, attempts, spans, rewards (404: none archived)."""
     topics = _rollout_topics(request.app.state.settings.topic_prefix)
-    async with request.app.state.pool.connection() as conn:
-        await wait_after(request, conn, ARCHIVE, after, wait_ms)
-        async with reading(conn, ARCHIVE):
-            events = await rollout_history(conn, rollout_id, topics, type)
+    await wait_after(request, ARCHIVE, after, wait_ms)
+    async with request.app.state.pool.connection() as conn, reading(conn, ARCHIVE):
+        events = await rollout_history(conn, rollout_id, topics, type)
     if events is None:
         raise HTTPException(404, f"no events of rollout {rollout_id!r}")
     page = events[offset : offset + limit]

@@ -56,10 +56,9 @@ async def list_route(
     wait_ms: WaitQuery = 5000,
 ) -> ResourcesPage:
     """Every resources_id with its latest version, its names, when it was first and last published."""
-    async with request.app.state.pool.connection() as conn:
-        await wait_after(request, conn, PROJECTION, after, wait_ms)
-        async with reading(conn, PROJECTION):
-            rows, total = await list_resources(conn, limit=limit, offset=offset)
+    await wait_after(request, PROJECTION, after, wait_ms)
+    async with request.app.state.pool.connection() as conn, reading(conn, PROJECTION):
+        rows, total = await list_resources(conn, limit=limit, offset=offset)
     items = [ResourcesSummaryOut.model_validate(vars(r)) for r in rows]
     return ResourcesPage(items=items, total=total, limit=limit, offset=offset)
 
@@ -68,10 +67,9 @@ async def list_route(
 @router.get("/latest", response_model=ResourcesOut)
 async def latest_route(request: Request, *, after: AfterQuery = None, wait_ms: WaitQuery = 5000) -> ResourcesOut:
     """The most recently published version of any id (greatest occurred_at, then resources_id, then version)."""
-    async with request.app.state.pool.connection() as conn:
-        await wait_after(request, conn, PROJECTION, after, wait_ms)
-        async with reading(conn, PROJECTION):
-            found = await latest_resources(conn)
+    await wait_after(request, PROJECTION, after, wait_ms)
+    async with request.app.state.pool.connection() as conn, reading(conn, PROJECTION):
+        found = await latest_resources(conn)
     return _out(found, "published yet")
 
 
@@ -85,8 +83,7 @@ async def get_route(
     wait_ms: WaitQuery = 5000,
 ) -> ResourcesOut:
     """The highest version of ``resources_id``, or the one asked for by ``?version=``."""
-    async with request.app.state.pool.connection() as conn:
-        await wait_after(request, conn, PROJECTION, after, wait_ms)
-        async with reading(conn, PROJECTION):
-            found = await get_resources(conn, resources_id, version)
+    await wait_after(request, PROJECTION, after, wait_ms)
+    async with request.app.state.pool.connection() as conn, reading(conn, PROJECTION):
+        found = await get_resources(conn, resources_id, version)
     return _out(found, f"{resources_id!r}" + ("" if version is None else f" version {version}"))

@@ -9,8 +9,9 @@ from fastapi import APIRouter, HTTPException, Path, Query, Request
 from pydantic import BaseModel, Field
 
 from producers.http import ErrorAnswer
-from projections.reading import READ_RESPONSES, reading, wait_for_token
+from projections.reading import READ_RESPONSES, reading
 from projections.rollouts import PROJECTION, AttemptRow, RolloutRow, get_attempts, get_rollout, list_rollouts
+from projections.routes.waiting import wait_after
 from schemas import RolloutMode, RolloutStatus
 from schemas.bounds import BIGINT_MAX, ID_PATTERN, Id
 
@@ -74,12 +75,9 @@ def _attempt(row: AttemptRow) -> AttemptOut:
     return AttemptOut(**{k: v for k, v in vars(row).items() if k in AttemptOut.model_fields})
 
 
-async def _wait(request: Request, conn: Any, after: str | None, wait_ms: int) -> None:
-    if after:
-        prefix: str = request.app.state.settings.topic_prefix
-        timeout = min(wait_ms, MAX_WAIT_MS) / 1000
-        kafka = request.app.state.kafka
-        await wait_for_token(conn, PROJECTION, after, topic_prefix=prefix, timeout_s=timeout, kafka=kafka)
+async def _wait(request: Request, after: str | None, wait_ms: int) -> None:
+    """Wait for ``?after=`` before taking the read's connection: the wait itself holds none."""
+    await wait_after(request, PROJECTION, after, wait_ms)
 
 
 AfterQuery = Annotated[
@@ -102,13 +100,12 @@ async def list_route(
     wait_ms: WaitQuery = 5000,
 ) -> RolloutPage:
     """Rollouts filtered by status (repeatable), mode and ids, oldest first, with the total number of matches."""
-    async with request.app.state.pool.connection() as conn:
-        await _wait(request, conn, after, wait_ms)
-        async with reading(conn, PROJECTION):
-            rows, total = await list_rollouts(
-                conn, status=status, mode=mode, rollout_ids=rollout_id, limit=limit, offset=offset
-            )
-            latest = await get_attempts(conn, [r.latest_attempt_id for r in rows if r.latest_attempt_id])
+    await _wait(request, after, wait_ms)
+    async with request.app.state.pool.connection() as conn, reading(conn, PROJECTION):
+        rows, total = await list_rollouts(
+            conn, status=status, mode=mode, rollout_ids=rollout_id, limit=limit, offset=offset
+        )
+        latest = await get_attempts(conn, [r.latest_attempt_id for r in rows if r.latest_attempt_id])
     items = [_out(r, latest.get(r.latest_attempt_id or "")) for r in rows]
     return RolloutPage(items=items, total=total, limit=limit, offset=offset)
 
@@ -126,10 +123,9 @@ async def get_route(
     wait_ms: WaitQuery = 5000,
 ) -> RolloutDetail:
     """One rollout with its attempts."""
-    async with request.app.state.pool.connection() as conn:
-        await _wait(request, conn, after, wait_ms)
-        async with reading(conn, PROJECTION):
-            found = await get_rollout(conn, rollout_id)
+    await _wait(request, after, wait_ms)
+    async with request.app.state.pool.connection() as conn, reading(conn, PROJECTION):
+        found = await get_rollout(conn, rollout_id)
     if found is None:
         raise HTTPException(404, f"no rollout {rollout_id!r}")
     row, attempts = found

@@ -62,10 +62,9 @@ async def list_route(
     wait_ms: WaitQuery = 5000,
 ) -> WorkerPage:
     """Workers by id, filtered by status (repeatable), with the total number of matches."""
-    async with request.app.state.pool.connection() as conn:
-        await wait_after(request, conn, PROJECTION, after, wait_ms)
-        async with reading(conn, PROJECTION):
-            rows, total = await list_workers(conn, stale_s=stale_s, status=status, limit=limit, offset=offset)
+    await wait_after(request, PROJECTION, after, wait_ms)
+    async with request.app.state.pool.connection() as conn, reading(conn, PROJECTION):
+        rows, total = await list_workers(conn, stale_s=stale_s, status=status, limit=limit, offset=offset)
     return WorkerPage(items=[_out(r) for r in rows], total=total, limit=limit, offset=offset)
 
 
@@ -79,10 +78,9 @@ async def get_route(
     wait_ms: WaitQuery = 5000,
 ) -> WorkerOut:
     """One worker and its status as of now."""
-    async with request.app.state.pool.connection() as conn:
-        await wait_after(request, conn, PROJECTION, after, wait_ms)
-        async with reading(conn, PROJECTION):
-            found = await get_worker(conn, worker_id, stale_s=stale_s)
+    await wait_after(request, PROJECTION, after, wait_ms)
+    async with request.app.state.pool.connection() as conn, reading(conn, PROJECTION):
+        found = await get_worker(conn, worker_id, stale_s=stale_s)
     if found is None:
         raise HTTPException(404, f"no worker {worker_id!r}")
     return _out(found)

@@ -193,7 +193,8 @@ def test_tansu_restart_is_detected_and_refused_while_positions_exist(tmp_path):
         stale = "SELECT count(*) FROM projection_offsets WHERE topic = 'agl.rollouts.v1' AND next_offset = 7"
         assert conn.execute(stale).fetchone() == (0,), "".join(accepted.output)
         archives = "SELECT count(*) FROM information_schema.schemata WHERE schema_name LIKE 'archive_g%'"
-        assert conn.execute(archives).fetchone()[0] >= 1
+        found = conn.execute(archives).fetchone()
+        assert found is not None and found[0] >= 1
     assert accepted.interrupt()[0] == 0
 
 

@@ -175,14 +175,22 @@ async def _save_rollout(conn: AsyncConnection[Any], state: RolloutState, *, ende
 
 
 async def _lock_rollout(conn: AsyncConnection[Any], rollout_id: str) -> RolloutState:
+    rollout = await _locked(conn, rollout_id, "FOR UPDATE")
+    if rollout is None:
+        raise UnknownEntity(f"no rollout {rollout_id!r}")
+    return rollout
+
+
+async def _locked(conn: AsyncConnection[Any], rollout_id: str, lock: str) -> RolloutState | None:
+    """The rollout's write-model state, its row locked by ``lock`` (``FOR UPDATE [SKIP LOCKED]``)."""
     cur = await conn.execute(
-        "SELECT status, seq, config, attempt_count, latest_attempt_id FROM lifecycle_rollouts"
-        " WHERE rollout_id = %s FOR UPDATE",
+        "SELECT status, seq, config, attempt_count, latest_attempt_id FROM lifecycle_rollouts"  # noqa: S608
+        f" WHERE rollout_id = %s {lock}",
         (rollout_id,),
     )
     row = await cur.fetchone()
     if row is None:
-        raise UnknownEntity(f"no rollout {rollout_id!r}")
+        return None
     status, seq, raw_config, count, latest = row
     return RolloutState(rollout_id, status, seq, _config(raw_config), count, latest)
 
@@ -347,15 +355,9 @@ async def expire_overdue(
     ended = 0
     for attempt_id, rollout_id in overdue:
         async with conn.transaction():
-            cur = await conn.execute(
-                "SELECT status, seq, config, attempt_count, latest_attempt_id FROM lifecycle_rollouts"
-                " WHERE rollout_id = %s FOR UPDATE SKIP LOCKED",
-                (rollout_id,),
-            )
-            row = await cur.fetchone()
-            if row is None:
+            rollout = await _locked(conn, rollout_id, "FOR UPDATE SKIP LOCKED")
+            if rollout is None:  # another decision holds it: the next sweep looks again
                 continue
-            rollout = RolloutState(rollout_id, row[0], row[1], _config(row[2]), row[3], row[4])
             cur = await conn.execute(
                 "SELECT sequence_id, worker_id, status, late_reports, timeout_at <= now() FROM lifecycle_attempts"
                 " WHERE attempt_id = %s AND ended_at IS NULL AND (timeout_at <= now() OR unresponsive_at <= now())",

@@ -225,14 +225,17 @@ async def load_state(conn: AsyncConnection[Any], rollout_ids: list[str]) -> Stat
             (rollout_ids,),
         )
         rollouts = {r.rollout_id: r for r in await cur.fetchall()}
+    return State(rollouts, await _attempts_where(conn, "rollout_id", rollout_ids))
+
+
+async def _attempts_where(conn: AsyncConnection[Any], column: str, values: Sequence[str]) -> dict[str, AttemptRow]:
     async with conn.cursor(row_factory=class_row(AttemptRow)) as cur:
         set_json_loads(orjson.loads, cur)
         await cur.execute(
-            f"SELECT {', '.join(_ATTEMPT_COLS)} FROM attempts WHERE rollout_id = ANY(%s)",  # noqa: S608
-            (rollout_ids,),
+            f"SELECT {', '.join(_ATTEMPT_COLS)} FROM attempts WHERE {column} = ANY(%s)",  # noqa: S608
+            (list(values),),
         )
-        attempts = {a.attempt_id: a for a in await cur.fetchall()}
-    return State(rollouts, attempts)
+        return {a.attempt_id: a for a in await cur.fetchall()}
 
 
 async def apply(envelopes: Sequence[Envelope], conn: AsyncConnection[Any]) -> None:
@@ -280,15 +283,7 @@ async def list_rollouts(
 
 async def get_attempts(conn: AsyncConnection[Any], attempt_ids: Sequence[str]) -> dict[str, AttemptRow]:
     """Attempts by id (those that exist)."""
-    if not attempt_ids:
-        return {}
-    async with conn.cursor(row_factory=class_row(AttemptRow)) as cur:
-        set_json_loads(orjson.loads, cur)
-        await cur.execute(
-            f"SELECT {', '.join(_ATTEMPT_COLS)} FROM attempts WHERE attempt_id = ANY(%s)",  # noqa: S608
-            (list(attempt_ids),),
-        )
-        return {a.attempt_id: a for a in await cur.fetchall()}
+    return await _attempts_where(conn, "attempt_id", attempt_ids) if attempt_ids else {}
 
 
 async def get_rollout(conn: AsyncConnection[Any], rollout_id: str) -> tuple[RolloutRow, list[AttemptRow]] | None:

@@ -1,0 +1,294 @@
+"""Rollouts per second end to end through the runner protocol, beside Agent Lightning v0.3 in the same run.
+
+Ours: the stack `agl up` runs (API, rollouts and other projections, watchdog; Apache Kafka or Tansu and
+PostgreSQL, started here on free ports in a temporary directory unless AGL_KAFKA_BOOTSTRAP / AGL_DATABASE_URL
+point elsewhere) and ``--runners`` ``agl runner`` processes with ``--slots`` slots each, talking HTTP to the API,
+running a no-op agent (`bench/lifecycle_agent.py`: three spans and a reward). Per rollout: enqueue (batches of
+``--enqueue-batch``), claim (long poll), ``running``, the resources, ``POST /v1/spans`` (3), ``POST /v1/rewards``,
+``finish``. The clock runs from the first enqueue until the rollouts read model (``GET /v1/rollouts``) counts
+them all ``succeeded``; a warm-up round runs first.
+
+Theirs (`bench/peer_agentlightning.py`, in a virtual environment of its own with ``agentlightning==0.3.*``,
+created under .agl/cache on first run and never a project dependency): the same operations through its
+``LightningStoreServer`` + ``LightningStoreClient`` on loopback (``peer_rps``) and on its in-memory store called
+in-process (``peer_inproc_rps``). It runs before our stack starts, so neither competes with the other for the CPU.
+
+Then publish-to-visible latency: with the runners stopped, rollouts are enqueued through the API at a steady
+``--visible-rate`` per second (open loop, batches of ``--visible-batch``) for ``--visible-seconds``, and
+``GET /v1/rollouts?rollout_id=...`` is polled until the read model shows each one; p99 of send-to-seen.
+
+    .venv/bin/python bench/lifecycle.py [--rollouts 1000] [--runners 2 --slots 64] [--no-peer] [--broker tansu]
+
+Last line: ``ours_rps=<n> peer_rps=<n> peer_inproc_rps=<n> ratio=<ours/peer> p99_visible_ms=<ms>``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import itertools
+import json
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, cast
+
+import httpx
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from agl.config import KAFKA_VERSION, Settings
+from agl.stack._process import free_port
+from agl.stack.stack import Stack
+from producers.client import AsyncClient
+
+if TYPE_CHECKING:
+    from agl.config import BrokerChoice
+
+REPO = Path(__file__).resolve().parents[1]
+PEER_VENV = REPO / ".agl" / "cache" / "bench-al-venv"
+#: litellm is pinned because pip, left alone, backtracks through dozens of 40 MB litellm wheels before settling
+#: on one that fits agentlightning 0.3's other requirements; this is the one it settles on.
+PEER_REQUIREMENTS = ("agentlightning==0.3.*", "litellm[proxy]==1.108.7")
+AGENT = "bench.lifecycle_agent:agent"
+#: Rollout ids per read of the latency probe: keeps the query string well under the server's line limit.
+IDS_PER_READ = 200
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rollouts", type=int, default=1000, help="rollouts of our measured round")
+    parser.add_argument("--warmup", type=int, default=100, help="rollouts run before each measured round")
+    parser.add_argument("--runners", type=int, default=2, help="runner processes (ours and the peer's)")
+    parser.add_argument("--slots", type=int, default=64, help="attempts each runner runs at once")
+    parser.add_argument("--enqueue-batch", type=int, default=100, help="rollouts per enqueue request")
+    parser.add_argument("--peer-rollouts", type=int, default=500, help="rollouts through the peer's server")
+    parser.add_argument("--peer-inproc-rollouts", type=int, default=3000, help="rollouts through its in-process store")
+    parser.add_argument("--no-peer", action="store_true", help="skip Agent Lightning (its figures print as 0)")
+    parser.add_argument("--visible-rate", type=int, default=1000, help="rollouts/s enqueued for the latency probe")
+    parser.add_argument("--visible-seconds", type=float, default=5.0)
+    parser.add_argument("--visible-batch", type=int, default=10, help="rollouts per enqueue in the latency probe")
+    parser.add_argument("--broker", choices=["auto", "kafka", "tansu"], default="auto")
+    return parser.parse_args()
+
+
+# -- the peer -----------------------------------------------------------------------------------------------------
+def peer_python() -> Path:
+    """The Python of the cached Agent Lightning environment, created (once) if missing."""
+    python = PEER_VENV / "bin" / "python"
+    marker = PEER_VENV / ".installed"
+    if python.exists() and marker.exists() and marker.read_text() == " ".join(PEER_REQUIREMENTS):
+        return python
+    print(f"creating {PEER_VENV} with {' '.join(PEER_REQUIREMENTS)} (once; about 800 MB)", flush=True)
+    subprocess.run([sys.executable, "-m", "venv", "--clear", str(PEER_VENV)], check=True)
+    subprocess.run([str(python), "-m", "pip", "install", "--quiet", *PEER_REQUIREMENTS], check=True)
+    marker.write_text(" ".join(PEER_REQUIREMENTS))
+    return python
+
+
+def run_peer(args: argparse.Namespace) -> dict[str, Any]:
+    argv = [
+        str(peer_python()), str(REPO / "bench" / "peer_agentlightning.py"),
+        "--rollouts", str(args.peer_rollouts), "--inproc-rollouts", str(args.peer_inproc_rollouts),
+        "--warmup", str(args.warmup), "--runners", str(args.runners), "--slots", str(args.slots),
+        "--enqueue-batch", str(args.enqueue_batch),
+    ]  # fmt: skip
+    # Its stderr (server logs, aiohttp's complaints about sessions left to the garbage collector) is noise here.
+    done = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, check=False)
+    lines = done.stdout.strip().splitlines()
+    if done.returncode != 0 or not lines:
+        raise SystemExit(f"the Agent Lightning side failed (exit {done.returncode}); run {' '.join(argv)}")
+    figures: dict[str, Any] = json.loads(lines[-1])
+    print(f"peer: client-server {figures['peer_rps']:,.0f}/s, in-process {figures['peer_inproc_rps']:,.0f}/s",
+          flush=True)  # fmt: skip
+    return figures
+
+
+# -- our stack ----------------------------------------------------------------------------------------------------
+@contextlib.asynccontextmanager
+async def running_stack(broker: str, workdir: Path) -> AsyncIterator[str]:
+    """The stack `agl up` runs, on free ports in ``workdir``; yields the API's URL."""
+    settings = Settings(
+        data_dir=workdir,
+        kafka_port=free_port(),
+        kafka_controller_port=free_port(),
+        kafka_libs_dir=REPO / ".agl" / "cache" / f"kafka-{KAFKA_VERSION}",
+        postgres_port=free_port(),
+        api_port=free_port(),
+        topic_prefix=f"bench{uuid.uuid4().hex[:6]}.",
+        # The agent calls no LLM: an endpoint of our own keeps `agl up` from starting llama.cpp.
+        llm_endpoint="http://127.0.0.1:9/v1",
+        llm_model="bench-noop",
+        startup_timeout_s=180,
+    )
+    stack = Stack(settings, broker=None if broker == "auto" else cast("BrokerChoice", broker))
+    await stack.start()
+    try:
+        assert stack.api_url is not None
+        print(f"stack: broker {stack.broker_choice}, API {stack.api_url}", flush=True)
+        yield stack.api_url
+    finally:
+        await stack.stop()
+
+
+@contextlib.asynccontextmanager
+async def runners(api_url: str, count: int, slots: int, http: httpx.AsyncClient) -> AsyncIterator[None]:
+    """``count`` `agl runner` processes, registered before this yields; drained (SIGTERM) on exit."""
+    tag = uuid.uuid4().hex[:6]
+    ids = [f"bench-{tag}-{i}" for i in range(count)]
+    procs = [
+        await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "agl",
+            "runner",
+            "--agent",
+            AGENT,
+            "--slots",
+            str(slots),
+            "--api",
+            api_url,
+            "--worker-id",
+            worker_id,
+            cwd=REPO,
+            stdout=asyncio.subprocess.DEVNULL,
+        )
+        for worker_id in ids
+    ]
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            answer = (await http.get("/v1/workers", params={"limit": 1000, "wait_ms": 0})).json()
+            if set(ids) <= {w["worker_id"] for w in answer.get("items", [])}:
+                break
+            if time.monotonic() > deadline or any(p.returncode is not None for p in procs):
+                raise SystemExit("the runners did not register")
+            await asyncio.sleep(0.2)
+        yield
+    finally:
+        for proc in procs:
+            if proc.returncode is None:
+                proc.send_signal(signal.SIGTERM)
+        await asyncio.gather(*(proc.wait() for proc in procs))
+
+
+async def count(http: httpx.AsyncClient, status: str) -> int:
+    answer = await http.get("/v1/rollouts", params={"status": status, "limit": 1, "wait_ms": 0})
+    answer.raise_for_status()
+    total: int = answer.json()["total"]
+    return total
+
+
+async def rollouts_per_second(client: AsyncClient, http: httpx.AsyncClient, n: int, batch: int, tag: str) -> float:
+    """Enqueue ``n`` rollouts; their number per second until the read model counts them all succeeded."""
+    before = await count(http, "succeeded")
+    t0 = time.perf_counter()
+
+    async def enqueue() -> None:
+        for start in range(0, n, batch):
+            items = [
+                {"input": {"question": f"{tag}-{i}"}, "mode": "train"} for i in range(start, min(n, start + batch))
+            ]
+            await client.enqueue_rollouts(items)
+
+    enqueuing = asyncio.create_task(enqueue())
+    while await count(http, "succeeded") < before + n:
+        if enqueuing.done() and enqueuing.exception():
+            await enqueuing
+        await asyncio.sleep(0.05)
+    elapsed = time.perf_counter() - t0
+    await enqueuing
+    return n / elapsed
+
+
+async def visible_latencies(client: AsyncClient, http: httpx.AsyncClient, args: argparse.Namespace) -> list[float]:
+    """Send-to-visible seconds of rollouts enqueued at a steady rate (open loop: a slow answer delays no send)."""
+    interval = args.visible_batch / args.visible_rate
+    batches = max(1, round(args.visible_rate * args.visible_seconds / args.visible_batch))
+    tag = uuid.uuid4().hex[:6]
+    sent: dict[str, float] = {}
+    latencies: list[float] = []
+    accepted: list[float] = []  # send-to-202 of each enqueue: tells the API's share of the latency
+
+    async def send(k: int) -> None:
+        ids = [f"vis-{tag}-{k}-{j}" for j in range(args.visible_batch)]
+        now = time.perf_counter()
+        sent.update(dict.fromkeys(ids, now))
+        await client.enqueue_rollouts([{"rollout_id": i, "input": {"probe": k}, "mode": "train"} for i in ids])
+        accepted.append(time.perf_counter() - now)
+
+    async def read(ids: list[str]) -> None:
+        answer = await http.get("/v1/rollouts", params={"rollout_id": ids, "limit": len(ids), "wait_ms": 0}, timeout=30)
+        answer.raise_for_status()
+        seen = time.perf_counter()
+        visible = [item["rollout_id"] for item in answer.json()["items"] if item["enqueued"]]
+        latencies.extend(seen - sent.pop(i) for i in visible if i in sent)
+
+    async def probe(stop: asyncio.Event) -> None:
+        # One read per round, of the oldest pending ids (the read model shows rollouts in about enqueue order):
+        # reading every pending id when a backlog builds would load the API with the probe itself.
+        while not (stop.is_set() and not sent):
+            if sent:
+                await read(list(itertools.islice(sent, IDS_PER_READ)))
+            await asyncio.sleep(0.005)
+
+    stop = asyncio.Event()
+    prober = asyncio.create_task(probe(stop))
+    start = time.perf_counter()
+    sends = []
+    for k in range(batches):
+        await asyncio.sleep(max(0.0, start + k * interval - time.perf_counter()))
+        sends.append(asyncio.create_task(send(k)))
+    await asyncio.gather(*sends)
+    stop.set()
+    await asyncio.wait_for(prober, 120)
+    cuts = statistics.quantiles(accepted, n=100) if len(accepted) > 1 else accepted * 99
+    print(f"visible: enqueue answered in p50 {cuts[49] * 1000:.0f} ms, p99 {cuts[98] * 1000:.0f} ms", flush=True)
+    return latencies
+
+
+async def measure_ours(args: argparse.Namespace, workdir: Path) -> tuple[float, list[float]]:
+    async with (
+        running_stack(args.broker, workdir) as url,
+        httpx.AsyncClient(base_url=url, timeout=30) as http,
+        AsyncClient(url) as client,
+    ):
+        async with runners(url, args.runners, args.slots, http):
+            await rollouts_per_second(client, http, args.warmup, args.enqueue_batch, "warmup")
+            rps = await rollouts_per_second(client, http, args.rollouts, args.enqueue_batch, "bench")
+            failed = await count(http, "failed")
+            print(f"ours: {args.rollouts} rollouts at {rps:,.0f}/s ({failed} failed)", flush=True)
+        latencies = await visible_latencies(client, http, args)
+    return rps, latencies
+
+
+def main() -> None:
+    args = parse_args()
+    peer = {"peer_rps": 0.0, "peer_inproc_rps": 0.0} if args.no_peer else run_peer(args)
+    workdir = Path(tempfile.mkdtemp(prefix="agl-bench-"))
+    try:
+        rps, latencies = asyncio.run(measure_ours(args, workdir))
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    cuts = statistics.quantiles(latencies, n=100) if len(latencies) > 1 else latencies * 99
+    print(
+        f"visible: {len(latencies)} rollouts at {args.visible_rate}/s: p50 {cuts[49] * 1000:.0f} ms, "
+        f"p99 {cuts[98] * 1000:.0f} ms, max {max(latencies) * 1000:.0f} ms"
+    )
+    ratio = rps / peer["peer_rps"] if peer["peer_rps"] else 0.0
+    print(
+        f"ours_rps={rps:.0f} peer_rps={peer['peer_rps']:.0f} peer_inproc_rps={peer['peer_inproc_rps']:.0f} "
+        f"ratio={ratio:.1f} p99_visible_ms={cuts[98] * 1000:.0f}"
+    )
+
+
+if __name__ == "__main__":
+    main()

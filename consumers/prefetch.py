@@ -1,6 +1,6 @@
 """Working ahead of the batch in flight: the background fetch, decoding and freeing in slices, partitions behind.
 
-All of it runs while the current batch waits for PostgreSQL (see ``ProjectionWorker.pump``). Work is cut in
+All of it runs while the current batch waits for PostgreSQL (see ``consumers.pipelined_pump``). Work is cut in
 slices of about a millisecond with a yield in between, so the batch in flight goes on soon after PostgreSQL
 answers it.
 """

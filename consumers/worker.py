@@ -4,10 +4,11 @@ Ordering guarantee per batch (see ``consumers.batch``): *write read-model rows +
 PostgreSQL transaction*. Kafka offsets are never committed: on assignment the worker seeks to the positions
 stored in PostgreSQL, so a crash at any moment re-delivers only records whose transaction did not commit.
 
-Throughput on a small machine comes from keeping Python busy while PostgreSQL works: the next batch is fetched
-and decoded, and the previous one freed, during the current batch's waits (``pump``); while catching up, batches
-are cut in time order across partitions (``consumers.alignment``), so a fold that joins topics writes each row
-once instead of once per topic.
+The loop itself is ``ProjectionWorker.pump_plain``: fetch, pick, apply in one transaction, repeat. By default it
+runs pipelined (``consumers.pipelined_pump``), which adds only speed: the next batch is fetched and decoded, and
+the previous one freed, during the current batch's waits for PostgreSQL; while catching up, batches are cut in
+time order across partitions (``consumers.alignment``), so a fold that joins topics writes each row once instead
+of once per topic; cyclic GC pauses while batches flow (``consumers._gc``).
 
 Several instances share a projection's partitions through its consumer group. The group assigns partition p of
 every topic the projection reads to one member (``consumers.copartition``), and a batch locks its keys before
@@ -35,21 +36,11 @@ from typing import TYPE_CHECKING, Any
 import psycopg
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 
-from consumers._gc import Collections, gc_paused
-from consumers.alignment import TimeAligned
 from consumers.batch import BatchOutcome, BatchProcessor, Decoded, Record
 from consumers.copartition import CoPartitionedAssignor, require_copartitioned
 from consumers.errors import ConsumerError, GenerationChanged, ProjectionVersionMismatch, is_retriable
-from consumers.prefetch import (
-    Fetched,
-    Prefetch,
-    Taken,
-    consumed_positions,
-    decode_sliced,
-    partitions_behind,
-    ready,
-    release,
-)
+from consumers.pipelined_pump import PipelinedPump
+from consumers.prefetch import consumed_positions
 from projections.tracking import (
     Generation,
     active_generation,
@@ -107,6 +98,7 @@ class ProjectionWorker:
         use_group: join the projection's consumer group (several instances share the partitions); without it
             every partition is assigned to this worker (a rebuild).
         batch_size: records per batch (one transaction each).
+        pipelined: run the pipelined pump (the default); ``False`` runs the plain loop it must agree with.
     """
 
     def __init__(
@@ -124,6 +116,7 @@ class ProjectionWorker:
         heartbeat_interval_ms: int = 3_000,
         max_backoff_s: float = 5.0,
         version_poll_s: float = VERSION_POLL_S,
+        pipelined: bool = True,
     ) -> None:
         self.projection = projection
         self.bootstrap = bootstrap
@@ -148,17 +141,12 @@ class ProjectionWorker:
         self._rates: dict[tuple[str, int], float] = {}
         #: the next offset each partition should deliver (the stored position, as far as this worker knows)
         self._expected: dict[TopicPartition, int] = {}
-        #: seeks per partition: a prefetched batch whose partition was moved since is stale
-        self._seeks: dict[TopicPartition, int] = {}
-        #: the consumer's position per partition after the last fetch: past the last record fetched, and past
-        #: any control records (transaction markers) and aborted records after it
-        self._fetched_to: dict[TopicPartition, int] = {}
-        #: the same, for fetches already handed to ``select`` (a prefetch still decoding is not counted)
+        #: the consumer's position per partition after the fetches handed to ``select``: past the last record
+        #: fetched, and past any control records (transaction markers) and aborted records after it
         self.consumed_to: dict[TopicPartition, int] = {}
-        #: partitions behind whose fetches brought nothing: batches do not wait for them until they deliver
-        self._stalled: set[TopicPartition] = set()
-        #: records fetched and not applied yet, while ``pump`` runs
-        self._aligned: TimeAligned[TopicPartition, Record, Decoded] | None = None
+        self.pipelined = pipelined
+        #: what the pipelined pump fetched and decoded ahead; told of every seek, even while it is not running
+        self._pipelined = PipelinedPump(self)
         self._last_seen: dict[tuple[str, int], float] = {}
         self.applied_total = 0
         self.redelivered_total = 0
@@ -315,12 +303,8 @@ class ProjectionWorker:
     def seek(self, tp: TopicPartition, offset: int) -> None:
         """Move ``tp``'s fetch position; records of ``tp`` fetched before this call are then discarded."""
         assert self.consumer is not None
-        self._seeks[tp] = self._seeks.get(tp, 0) + 1
-        self._fetched_to[tp] = offset
         self.consumed_to[tp] = offset
-        self._stalled.discard(tp)
-        if self._aligned is not None:
-            self._aligned.drop(tp)
+        self._pipelined.moved(tp, offset)
         self.consumer.seek(tp, offset)
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -354,134 +338,45 @@ class ProjectionWorker:
     ) -> None:
         """Apply batches until ``stop`` is set or ``until()`` holds; ``select`` picks each partition's records.
 
-        The next batch is fetched and decoded while the current one is in PostgreSQL: the two cores a machine
-        like ours has then work at once, decoding in Python and applying in PostgreSQL, instead of in turn.
-        A prefetched batch is checked again when its turn comes: records of a partition moved by ``seek`` in
-        the meantime are dropped (the consumer fetches them again from the new position).
+        ``pump_plain`` is the whole loop; by default the same loop runs pipelined (``consumers.pipelined_pump``),
+        which only changes when records are fetched, decoded and freed, and which share a batch.
+        """
+        if self.pipelined:
+            await self._pipelined.run(stop, select, on_batch, until)
+        else:
+            await self.pump_plain(stop, select, on_batch, until)
+
+    async def pump_plain(
+        self,
+        stop: asyncio.Event,
+        select: Callable[[TopicPartition, list[Record]], slice],
+        on_batch: Callable[[BatchOutcome], None],
+        until: Callable[[], bool] = lambda: False,
+    ) -> None:
+        """The loop, nothing more: fetch, pick the records not applied yet, apply them in one transaction, repeat.
+
+        Exactly-once needs nothing else: ``process`` stores the positions with the rows and drops records below
+        them, and the rebalance listener seeks newly assigned partitions to their stored positions.
         """
         assert self.consumer is not None, "call start() first"
         consumer = self.consumer
-        aligned: TimeAligned[TopicPartition, Record, Decoded] = TimeAligned(attrgetter("timestamp"))
-        self._aligned = aligned
-        pending = Prefetch(self._fetch, list(consumer.assignment()))
-        collections = Collections()
-        waits = 0
-        releasing: asyncio.Task[None] | None = None
-        try:
-            with gc_paused():
-                while not stop.is_set() and not until():
-                    behind = partitions_behind(consumer, self._fetched_to)
-                    productive = True
-                    if waits or pending.task.done() or not ready(aligned, behind, self.batch_size):
-                        fetched = await pending.task
-                        productive = bool(fetched)
-                        self._absorb(aligned, fetched, select)  # the assignment may have changed meanwhile
-                        behind = partitions_behind(consumer, self._fetched_to)
-                        pending = Prefetch(self._fetch, self._wanted(aligned, behind))
-                    assigned = consumer.assignment()
-                    for tp in aligned.partitions():
-                        if tp not in assigned:  # revoked by a rebalance: its new owner applies it
-                            aligned.drop(tp)
-                    # Waiting for a partition that is behind pays while fetches bring records; a fetch that
-                    # brings none means it is slow or unreachable: go on without it until it delivers.
-                    force = not productive or waits >= len(assigned)
-                    if force:
-                        self._stalled |= {tp for tp in behind if not aligned.size(tp)}
-                    batch = aligned.take(self.batch_size, behind - self._stalled, force=force)
-                    if batch is None:
-                        waits = waits + 1 if aligned.partitions() else 0
-                        continue
-                    waits = 0
-                    outcome = await self.process(batch[0], stop, decoded=batch[1])
-                    # Freed during the next batch's waits for PostgreSQL, not here between the two.
-                    if releasing is not None:
-                        await releasing  # long done, as a rule: one release in flight at a time
-                    releasing = asyncio.create_task(release(*batch))
-                    del batch
-                    if outcome is not None:
-                        on_batch(outcome)
-                    collections.between_batches()
-        finally:
-            if releasing is not None:
-                await releasing
-            self._aligned = None
-            for tp in aligned.partitions():
-                first = aligned.drop(tp)
-                if first is not None and tp in consumer.assignment():
-                    self.seek(tp, first.offset)
-            await self._give_back(pending)
-
-    def _wanted(
-        self,
-        aligned: TimeAligned[TopicPartition, Record, Decoded],
-        behind: set[TopicPartition],
-    ) -> list[TopicPartition]:
-        """What to fetch next: the partitions that hold the horizon back, else any short of a batch.
-
-        Fetched while the current batch is applied, the partition that will limit the next batch is decoded by
-        the time it is needed.
-        """
-        waiting = behind - self._stalled
-        if waiting:
-            return aligned.earliest(waiting)
-        assert self.consumer is not None
-        return [tp for tp in self.consumer.assignment() if aligned.size(tp) < self.batch_size]
-
-    def _absorb(
-        self,
-        aligned: TimeAligned[TopicPartition, Record, Decoded],
-        fetched: Fetched,
-        select: Callable[[TopicPartition, list[Record]], slice],
-    ) -> None:
-        """Buffer a prefetched batch's records, minus those of partitions moved or revoked since the fetch."""
-        assert self.consumer is not None
-        assigned = self.consumer.assignment()
-        for tp, (tp_records, tp_decoded, seeks, consumed) in fetched.items():
-            if seeks != self._seeks.get(tp, 0) or tp not in assigned:
-                continue
-            self.consumed_to[tp] = consumed
-            if not tp_records:
-                continue  # only control records (transaction markers) or aborted ones: nothing to apply
-            chosen = select(tp, tp_records)
-            aligned.add(tp, tp_records[chosen], tp_decoded[chosen])
-
-    async def _fetch(self, taken: list[Taken], partitions: list[TopicPartition]) -> Fetched:
-        """The next records of ``partitions``, decoded (yielding now and then, so the batch in flight proceeds).
-
-        What the consumer handed out is put in ``taken`` first, so a cancelled prefetch can be given back.
-        """
-        assert self.consumer is not None
-        if not partitions:
-            if not self.consumer.assignment():  # no partition yet (a group member waiting for a rebalance)
+        while not stop.is_set() and not until():
+            if not consumer.assignment():  # a group member waiting for a rebalance
                 await asyncio.sleep(self.fetch_timeout_ms / 1000)
-            return {}
-        batch = await self.consumer.getmany(*partitions, timeout_ms=self.fetch_timeout_ms, max_records=self.batch_size)
-        # Read before the first await, so they match what getmany handed out: a fetch of control records only
-        # (a transaction's commit marker) returns no record but moves the position past them.
-        consumed = consumed_positions(self.consumer, partitions)
-        seeks = {tp: self._seeks.get(tp, 0) for tp in consumed}
-        taken.extend((tp, tp_records[0].offset, seeks[tp]) for tp, tp_records in batch.items() if tp_records)
-        out: Fetched = {}
-        for tp, position in consumed.items():
-            if position > self._fetched_to.get(tp, 0):
-                self._fetched_to[tp] = position
-                out[tp] = ([], [], seeks[tp], position)
-        for tp, tp_records in batch.items():
-            if not tp_records or tp not in consumed:
                 continue
-            self._stalled.discard(tp)
-            out[tp] = (tp_records, await decode_sliced(self.projection, tp_records), seeks[tp], consumed[tp])
-        return out
-
-    async def _give_back(self, pending: Prefetch) -> None:
-        """Cancel a prefetch and rewind the partitions it took records of, so the consumer skips no record."""
-        assert self.consumer is not None
-        pending.task.cancel()
-        with contextlib.suppress(asyncio.CancelledError, Exception):
-            await pending.task
-        for tp, first_offset, seeks in pending.taken:
-            if seeks == self._seeks.get(tp, 0) and tp in self.consumer.assignment():
-                self.seek(tp, first_offset)
+            fetched = await consumer.getmany(timeout_ms=self.fetch_timeout_ms, max_records=self.batch_size)
+            assigned = consumer.assignment()
+            # Past control records (transaction markers) and aborted records too, which are never handed out.
+            self.consumed_to.update(consumed_positions(consumer, list(assigned)))
+            records: list[Record] = []
+            for tp, tp_records in fetched.items():
+                if tp_records and tp in assigned:  # not revoked by a rebalance meanwhile
+                    records += tp_records[select(tp, tp_records)]
+            if not records:
+                continue
+            outcome = await self.process(records, stop)
+            if outcome is not None:
+                on_batch(outcome)
 
     async def process(
         self, records: Sequence[Record], stop: asyncio.Event | None = None, *, decoded: Sequence[Decoded] | None = None
@@ -491,9 +386,8 @@ class ProjectionWorker:
         while True:
             assert self.processor is not None
             try:
-                with gc_paused():
-                    conn = await self.connection()
-                    outcome = await self.processor.process(conn, records, decoded=decoded, rates=self._rates)
+                conn = await self.connection()
+                outcome = await self.processor.process(conn, records, decoded=decoded, rates=self._rates)
             except GenerationChanged:
                 await self._switch_generation(stop)
                 return None

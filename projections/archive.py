@@ -2,7 +2,7 @@
 
 For SQL analytics (``SELECT type, count(*) FROM archive_g1.events GROUP BY type``) and for replay beyond the
 broker's retention: with the memory-only Tansu broker, ``agl up`` re-publishes the archive into a reset log, in
-partition and offset order, so the offsets match again (see ``consumers.restore``).
+partition and offset order, so the offsets match again (see ``agl.stack.restore``).
 
 The projection is raw: it stores records as they are, including those no projection can decode, because a
 restored log must keep every offset. No record's bytes may make a row fail (a parked record would be a gap in the

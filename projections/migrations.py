@@ -77,5 +77,9 @@ async def migrate(conn: AsyncConnection[Any], namespace: str, migrations: Sequen
 
 
 async def migrate_core(conn: AsyncConnection[Any]) -> list[int]:
-    """The foundation's tables: pgvector, stack state and consumer positions."""
+    """The foundation's tables: pgvector, consumer positions and the projection engine's tables.
+
+    Its first migration also creates ``stack_state``, kept for databases migrated before the stack had its own
+    migration namespace (``stack``), which owns that table now and which the stack applies after this one.
+    """
     return await migrate(conn, "core", load_package_migrations("projections"))

@@ -23,7 +23,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from psycopg.types.json import Jsonb
 
 from agl.errors import LogResetError
-from consumers.restore import settle_archive, start_over
+from agl.stack.restore import settle_archive, start_over
 
 if TYPE_CHECKING:
     from psycopg import AsyncConnection

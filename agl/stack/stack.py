@@ -33,9 +33,10 @@ from agl.stack.log_epoch import (
     settle_archive_at_stop,
     write_log_epoch,
 )
+from agl.stack.migrations import migrate_stack
 from agl.stack.postgres import EmbeddedPostgres
+from agl.stack.restore import RestoreReport, restore_from_archive
 from agl.stack.state import StackLock, StackState, clear_state, ensure_data_dir, write_state
-from consumers.restore import RestoreReport, restore_from_archive
 from producers.admin import ensure_topics
 from projections.migrations import migrate_core
 from schemas.topics import INTERNAL_TOPICS, META, TOPICS
@@ -199,6 +200,7 @@ class Stack:
     async def _prepare_data(self, bootstrap: str, database_url: str) -> None:
         async with await psycopg.AsyncConnection.connect(database_url, autocommit=True) as conn:
             await migrate_core(conn)
+            await migrate_stack(conn)
             prefix = self.settings.topic_prefix
             await ensure_topics(bootstrap, (*TOPICS, *INTERNAL_TOPICS), prefix=prefix)
             meta_topic = META.full_name(prefix)

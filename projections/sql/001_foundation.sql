@@ -2,6 +2,8 @@
 CREATE EXTENSION IF NOT EXISTS vector;
 
 -- Small facts the stack must remember across restarts, such as the broker log epoch it has consumed.
+-- Now owned by the stack's own namespace (agl/stack/sql/001_stack_state.sql, same definition): kept here
+-- unchanged because a published migration is never edited; later changes go there, not here.
 CREATE TABLE IF NOT EXISTS stack_state (
     key        text        PRIMARY KEY,
     value      jsonb       NOT NULL,

@@ -20,7 +20,7 @@ from asgi_lifespan import LifespanManager
 from agl.app import create_app
 from agl.config import Settings
 from consumers.worker import ProjectionWorker
-from projections.applied import APPLICATION_NAME
+from projections.applied import APPLICATION_NAME, CHANNEL, AppliedListener
 from projections.rollouts import PROJECTION as ROLLOUTS
 from schemas import parse_token
 from tests.consumers.helpers import lifecycle, running, wait_for_total
@@ -176,3 +176,30 @@ async def test_a_lost_listener_connection_is_replaced(kafka_bootstrap, kafka_top
         await until(replaced)
         applied.fallback_poll_s = NEVER_S
         await assert_woken_by_the_apply(client, kafka_bootstrap, kafka_topics, pg_url, 2)
+
+
+async def test_reads_woken_by_one_notification_share_one_query(pg_url):
+    calls = 0
+
+    async def read() -> int:
+        nonlocal calls
+        calls += 1
+        mine = calls
+        await asyncio.sleep(0.2)
+        return mine
+
+    async with AppliedListener(pg_url) as applied:
+        assert applied.listening
+        since = applied.mark()
+        assert await asyncio.gather(*(applied.shared("rollouts", since, read) for _ in range(20))) == [1] * 20
+        # A read begun before a notification cannot answer a waiter marked after it: that one reads anew.
+        older = asyncio.create_task(applied.shared("rollouts", applied.mark(), read))
+        await asyncio.sleep(0.05)
+        before = applied.mark()
+        waiter = asyncio.create_task(applied.wait("rollouts_g1", before, NEVER_S))
+        async with await psycopg.AsyncConnection.connect(pg_url, autocommit=True) as conn:
+            await conn.execute("SELECT pg_notify(%s, %s)", (CHANNEL, "rollouts_g1"))
+        await asyncio.wait_for(waiter, 5)  # woken by the notification, long before NEVER_S
+        assert applied.mark() > before
+        assert await applied.shared("rollouts", applied.mark(), read) == 3
+        assert await older == 2

@@ -11,7 +11,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from agl.errors import LogResetError
 from agl.stack.log_epoch import EpochOutcome, reconcile_log_epoch
-from consumers.restore import restore_from_archive, settle_archive
+from agl.stack.restore import restore_from_archive, settle_archive
 from consumers.worker import ProjectionWorker
 from producers.admin import ensure_topics
 from projections.archive import PROJECTION as ARCHIVE

@@ -7,8 +7,9 @@ Guarantees:
 - ``acks=all``; idempotence where the broker supports it (detected at start when not configured: Tansu
   rejects aiokafka's InitProducerId, Apache Kafka accepts it).
 - Each event goes to ``TOPIC_BY_EVENT[type(event)]`` keyed by its ``key()``, so a rollout's events share a
-  partition. ``publish_many`` hands every record to the batching producer before awaiting any delivery, so
-  records travel in compressed batches rather than one round trip each.
+  partition (the default partitioner's choice, remembered per key: ``producers.partitioning``). ``publish_many``
+  hands every record to the producer before awaiting any delivery, so records travel in compressed batches rather
+  than one round trip each; a large publish fills batches of its own (``producers.handover``).
 - ``publish_many`` encodes and size-checks every event's value before the first record is sent (a too-large event
   publishes nothing); keys and headers, which cannot fail once the value is encoded, are built as records are
   handed to the producer, so that work overlaps with the broker's on the batches already sent.
@@ -21,21 +22,22 @@ Guarantees:
 from __future__ import annotations
 
 import asyncio
-import collections
 import itertools
 import logging
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaConnectionError, KafkaError, UnknownError, UnsupportedVersionError
 
 from producers.errors import BrokerUnavailable, EventTooLarge, PublisherClosed, PublishError
+from producers.handover import Handed, Record, all_failed, hand_batches, hand_records, settled
+from producers.partitioning import KeyPartitions
 from schemas import TOPIC_BY_EVENT, Position
 from schemas.codec import encode_headers, encode_value
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable, Iterator, Sequence
+    from collections.abc import Callable, Iterator, Sequence
 
     from schemas import Event
 
@@ -43,8 +45,11 @@ log = logging.getLogger(__name__)
 
 #: Records sent between two checks of the in-flight bound (at most max_in_flight).
 _CHUNK = 1000
-#: (topic, key, value, headers) of one record.
-Record = tuple[str, bytes | None, bytes, list[tuple[str, bytes]]]
+#: From this many records, a publish fills batches of its own; smaller ones send() record by record, so that
+#: concurrent small publishes share the producer's batches (``producers.handover``).
+_OWN_BATCHES_FROM = 64
+
+__all__ = ["EventPublisher", "PublisherConfig", "Record"]
 
 
 @dataclass(frozen=True)
@@ -80,6 +85,7 @@ class EventPublisher:
         self._in_flight = 0
         self._room = asyncio.Event()
         self._topics = {cls: spec.full_name(topic_prefix) for cls, spec in TOPIC_BY_EVENT.items()}
+        self._partitions = KeyPartitions()
         #: Whether the running producer is idempotent; known after start().
         self.idempotent: bool | None = None
 
@@ -151,6 +157,7 @@ class EventPublisher:
                 backoff = min(backoff * 2, 2.0)
                 continue
             self.idempotent = idempotent
+            self._partitions.watch(producer)
             return producer
 
     def _unavailable(self, error: BaseException) -> BrokerUnavailable:
@@ -174,16 +181,26 @@ class EventPublisher:
         Every event's value is encoded and size-checked before the first is sent, so a too-large event publishes
         nothing; the rest of each record is built as it is sent (see the module docstring).
         """
-        checked = [self._checked(event) for event in events]
-        return await self._publish(itertools.starmap(self._record, zip(events, checked, strict=True)), len(events))
+        values = [self._checked_value(event) for event in events]
+
+        def record_at(index: int) -> Record:
+            # Built when sent and dropped once in its batch (rebuilt to be resent): a publish keeps no record
+            # alive, which spares the garbage collector most of its work on large ones.
+            event = events[index]
+            return self._topics[type(event)], event.key(), values[index], encode_headers(event)
+
+        return await self._publish(record_at, len(values))
 
     def record_of(self, event: Event) -> Record:
         """The Kafka record of ``event``: its topic (with prefix), key, JSON value and CloudEvents headers."""
-        return self._record(event, self._checked(event))
+        value = self._checked_value(event)
+        return self._topics[type(event)], event.key(), value, encode_headers(event)
 
-    def _checked(self, event: Event) -> tuple[str, bytes]:
-        """The topic and value of ``event``: everything about its record that can fail."""
-        topic = self._topics[type(event)]
+    def _checked_value(self, event: Event) -> bytes:
+        """The value of ``event``, once everything about its record that can fail has passed: its topic, its
+        encoding, its size. (Its key and headers only format fields the value holds.)"""
+        if type(event) not in self._topics:
+            raise PublishError(f"{type(event).__name__} has no topic in the registry (schemas/topics.py)")
         value = encode_value(event)
         # The record also carries the key and headers; leave them room below the limit.
         if len(value) > self.config.max_request_size - 1024:
@@ -191,30 +208,22 @@ class EventPublisher:
                 f"{event.type} {event.event_id} is {len(value)} bytes encoded; "
                 f"the limit is {self.config.max_request_size - 1024}"
             )
-        return topic, value
-
-    @staticmethod
-    def _record(event: Event, checked: tuple[str, bytes]) -> Record:
-        topic, value = checked
-        return topic, event.key(), value, encode_headers(event)
+        return value
 
     async def publish_records(self, records: Sequence[Record]) -> list[Position]:
         """Send encoded records; retriable failures are resent until the retry budget is spent."""
-        return await self._publish(iter(records), len(records))
+        return await self._publish(records.__getitem__, len(records))
 
-    async def _publish(self, records: Iterator[Record], count: int) -> list[Position]:
-        """Send ``count`` records as ``records`` yields them, then resend the retriable failures."""
+    async def _publish(self, record_at: Callable[[int], Record], count: int) -> list[Position]:
+        """Send records 0 to ``count - 1`` (``record_at`` builds each), then resend the retriable failures."""
         producer = self._require_started()
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.config.retry_budget_s
         backoff = self.config.retry_backoff_s
         positions: list[Position | None] = [None] * count
-        # Records are kept as they are first sent (publish_many builds them lazily), for resending.
-        sent: list[Record] = []
-        pending = list(range(count))
-        batch: Iterator[Record] = _keeping(records, sent)
+        pending: Sequence[int] = range(count)
         while pending:
-            results = await self._send_all(producer, batch, len(pending))
+            results = await self._send_all(producer, map(record_at, pending), len(pending))
             failed: list[int] = []
             last_error: BaseException | None = None
             for index, result in zip(pending, results, strict=True):
@@ -222,7 +231,7 @@ class EventPublisher:
                     failed.append(self._check_retriable(index, result, count))
                     last_error = result
                 else:
-                    positions[index] = Position(topic=result.topic, partition=result.partition, offset=result.offset)
+                    positions[index] = result
             if last_error is not None and loop.time() + backoff > deadline:
                 raise self._unavailable(last_error) from last_error
             if failed:
@@ -230,7 +239,6 @@ class EventPublisher:
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 2.0)
             pending = failed
-            batch = (sent[i] for i in failed)
         return [p for p in positions if p is not None]
 
     def _check_retriable(self, index: int, error: BaseException, total: int) -> int:
@@ -238,48 +246,39 @@ class EventPublisher:
             return index
         raise PublishError(f"record {index + 1} of {total} was not published: {error!r}") from error
 
-    async def _send_all(self, producer: AIOKafkaProducer, records: Iterator[Record], count: int) -> list[Any]:
-        """Hand ``count`` records to the producer, then await all deliveries; exceptions are returned, not raised.
-
-        In-flight room is taken and given back per chunk rather than per record, and each chunk's deliveries are
-        awaited by one task rather than one callback per record (as ``asyncio.gather`` would): that keeps the
-        publisher's cost close to a bare producer's.
-        """
-        chunks: list[asyncio.Task[list[Any]]] = []
+    async def _send_all(
+        self, producer: AIOKafkaProducer, records: Iterator[Record], count: int
+    ) -> list[Position | BaseException]:
+        """Hand ``count`` records to the producer, then await all deliveries: each record's Position, or the
+        exception that kept it off the log (returned, not raised). In-flight room is taken and given back per
+        chunk rather than per record."""
+        # Large publishes fill batches of their own; small ones share the producer's (see producers.handover).
+        hand = hand_batches if count >= _OWN_BATCHES_FROM else hand_records
+        chunks: list[asyncio.Task[list[Position | BaseException]]] = []
         size = min(_CHUNK, self.config.max_in_flight)
         left = count
         while left:
             chunk_size = min(size, left)
             left -= chunk_size
             await self._reserve(chunk_size)
-            futures: list[asyncio.Future[Any]] = []
             try:
-                for topic, key, value, headers in itertools.islice(records, chunk_size):
-                    futures.append(await producer.send(topic, value, key=key, headers=headers))
-            except KafkaError as e:
-                # send() itself fails when metadata cannot be fetched (broker gone): the rest would fail alike,
-                # one metadata timeout each, so they are all marked failed at once. They are still taken from
-                # ``records``, which keeps them (built) for resending.
-                collections.deque(records, maxlen=0)
-                futures.extend(_failed(e) for _ in range(chunk_size - len(futures) + left))
-                left = 0
+                handed = await hand(producer, self._partitions, itertools.islice(records, chunk_size), chunk_size)
             except BaseException:
                 # Cancelled: no task will give this chunk's room back.
                 self._give_back(chunk_size)
                 raise
-            chunks.append(asyncio.create_task(self._settle(futures, chunk_size)))
+            chunks.append(asyncio.create_task(self._settle(handed, chunk_size)))
+            if handed.error is not None and left:
+                # The rest would fail alike, each after a metadata timeout: they fail at once, unsent.
+                chunks.append(asyncio.create_task(self._settle(all_failed(handed.error, left), 0)))
+                left = 0
         return [result for chunk_results in await asyncio.gather(*chunks) for result in chunk_results]
 
-    async def _settle(self, futures: list[asyncio.Future[Any]], reserved: int) -> list[Any]:
-        """Each delivery's metadata or exception, once all are done; gives back the chunk's in-flight room."""
+    async def _settle(self, handed: Handed, reserved: int) -> list[Position | BaseException]:
         try:
-            for future in futures:
-                # A batch's futures complete together: this task wakes about once per batch, not per record.
-                if not future.done():
-                    await asyncio.wait((future,))
+            return await settled(handed)
         finally:
             self._give_back(reserved)
-        return [_outcome(future) for future in futures]
 
     async def _reserve(self, count: int) -> None:
         """Wait until ``count`` more records may be in flight (backpressure), then take the room."""
@@ -298,22 +297,3 @@ class EventPublisher:
         if self._producer is None:
             raise PublisherClosed("the publisher was not started (call `await publisher.start()`)")
         return self._producer
-
-
-def _keeping(records: Iterable[Record], kept: list[Record]) -> Iterator[Record]:
-    """``records``, each appended to ``kept`` as it is taken."""
-    for record in records:
-        kept.append(record)
-        yield record
-
-
-def _outcome(future: asyncio.Future[Any]) -> Any:
-    if future.cancelled():
-        return asyncio.CancelledError()
-    return future.exception() or future.result()
-
-
-def _failed(error: BaseException) -> asyncio.Future[Any]:
-    future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-    future.set_exception(error)
-    return future

@@ -27,10 +27,12 @@ import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import httpx
 import orjson
 from aiokafka import AIOKafkaProducer
+from aiokafka.partitioner import DefaultPartitioner
 
 from agl.config import KAFKA_VERSION
 from agl.stack._process import free_port
@@ -120,8 +122,27 @@ def raw_producer(bootstrap: str, publisher: EventPublisher) -> AIOKafkaProducer:
 
 
 async def run_raw(producer: AIOKafkaProducer, records: list[Record]) -> float:
+    """The library's fastest path: aiokafka's own batches (``create_batch`` / ``send_batch``), filled per partition,
+    the partition of each key chosen once by aiokafka's default partitioner (murmur2), every batch awaited at the
+    end."""
     t0 = time.perf_counter()
-    futures = [await producer.send(topic, value, key=key, headers=headers) for topic, key, value, headers in records]
+    partition_of: dict[tuple[str, bytes | None], int] = {}
+    open_batches: dict[tuple[str, int], Any] = {}
+    futures = []
+    for topic, key, value, headers in records:
+        partition = partition_of.get((topic, key))
+        if partition is None:
+            partitions = sorted(await producer.partitions_for(topic))
+            partition = partition_of[(topic, key)] = DefaultPartitioner()(key, partitions, partitions)
+        batch = open_batches.get((topic, partition))
+        if batch is None:
+            batch = open_batches[(topic, partition)] = producer.create_batch()
+        if batch.append(key=key, value=value, timestamp=None, headers=headers) is None:  # full: send it
+            futures.append(await producer.send_batch(batch, topic, partition=partition))
+            batch = open_batches[(topic, partition)] = producer.create_batch()
+            batch.append(key=key, value=value, timestamp=None, headers=headers)
+    for (topic, partition), batch in open_batches.items():
+        futures.append(await producer.send_batch(batch, topic, partition=partition))
     await asyncio.gather(*futures)
     return len(records) / (time.perf_counter() - t0)
 

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
 from consumers.errors import GenerationChanged, is_retriable
-from projections.applied import CHANNEL as APPLIED_CHANNEL
+from projections.applied import notify_applied
 from projections.base import Envelope, Projection
 from projections.dead_letters import Parked, has_parked, park, parked_keys
 from projections.tracking import (
@@ -156,10 +156,10 @@ class BatchProcessor:
             outcome.applied = len(envelopes) - (len(parked) - before)
             positions = _next_positions(records, runs, stored)
             await save_positions(conn, self.consumer_key, positions, rates or {})
-            # Delivered at commit, with the positions: wakes the API's reads waiting for them (`?after=`).
-            await conn.execute("SELECT pg_notify(%s, %s)", (APPLIED_CHANNEL, self.generation.schema))
             outcome.positions = {tp: pos for tp, (pos, _) in positions.items()}
             outcome.counts = {tp: count for tp, (_, _, count) in runs.items()}
+        # After the commit, not inside it (see notify_applied): wakes the API's reads waiting for these positions.
+        await notify_applied(conn, self.generation.schema)
         return outcome
 
     async def _sort(

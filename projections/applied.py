@@ -1,7 +1,7 @@
 """Wake read-your-writes waits when a projection applies a batch: one LISTEN connection per process.
 
-The engine's apply transaction ends with ``pg_notify('agl_applied', <generation schema>)``, which PostgreSQL
-delivers at commit, so a notification means the positions it announces are visible. A waiting read therefore
+Right after each apply transaction commits, the engine sends ``NOTIFY agl_applied, '<generation schema>'``
+(:func:`notify_applied`), so a notification means the positions it announces are visible. A waiting read therefore
 holds no pooled connection: it checks the positions (a short use of the pool), then sleeps until a notification
 for its generation arrives, and checks again.
 
@@ -10,6 +10,9 @@ Race-free without a second check: :meth:`AppliedListener.mark` is taken *before*
 the one the read could have missed). Notifications are not a guarantee (the connection may be down or
 reconnecting, a rebuild may switch generations under a waiter), so every wait is also bounded by
 ``fallback_poll_s``: at worst a waiter re-checks at that slow pace, as it would with no listener at all.
+
+One notification wakes every waiter of its schema; :meth:`AppliedListener.shared` lets them re-check with one
+query between them, so the cost of a commit does not grow with the number of waiting reads.
 """
 
 from __future__ import annotations
@@ -24,6 +27,8 @@ from psycopg import sql
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
+
+    from psycopg import AsyncConnection
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -40,6 +45,23 @@ RECONNECT_S = (0.5, 5.0)
 START_WAIT_S = 5.0
 #: Shows the connection for what it is in ``pg_stat_activity``.
 APPLICATION_NAME = "agl-applied-listener"
+
+
+async def notify_applied(conn: AsyncConnection[Any], schema: str) -> None:
+    """Tell the listeners that ``schema`` committed new positions; call right after the apply's commit.
+
+    Not inside the apply transaction: PostgreSQL serialises the commits of notifying transactions on one
+    database-wide lock held through the commit's WAL flush, so a NOTIFY there would queue every projection's
+    commits behind one another's and the command outbox's fsyncs (the outbox notifies its relay at each commit).
+    A transaction of its own that does not wait for its flush holds that lock for a moment only; were it lost in a
+    crash, waiters would fall back to their slow poll.
+    """
+    if conn.autocommit and conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE:
+        # One round trip (several statements and no parameters: the simple query protocol).
+        stmt = "BEGIN; SET LOCAL synchronous_commit TO OFF; NOTIFY {}, {}; COMMIT"
+        await conn.execute(sql.SQL(stmt).format(sql.Identifier(CHANNEL), sql.Literal(schema)))
+    else:  # inside the caller's transaction: delivered when it commits
+        await conn.execute("SELECT pg_notify(%s, %s)", (CHANNEL, schema))
 
 
 class AppliedListener:

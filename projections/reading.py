@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 from producers.http import INVALID_RESPONSES, ErrorAnswer
 from projections.applied import FALLBACK_POLL_S
 from projections.errors import ProjectionNotReady
-from projections.tracking import Generation, active_generation, load_positions, set_search_path
+from projections.tracking import Generation, active_generation, set_search_path
 from schemas import InvalidPositionToken, parse_token
 
 if TYPE_CHECKING:
@@ -49,11 +49,24 @@ METADATA_TIMEOUT_S = 5.0
 Positions = dict[tuple[str, int], int]
 
 
+#: The active generation of a projection and its stored positions, in one round trip (a generation that has not
+#: stored any position yet comes back as one row of nulls).
+_POSITIONS_SQL = """
+SELECT g.generation, g.version, o.topic, o.partition, o.next_offset
+FROM projection_generations g LEFT JOIN projection_offsets o ON o.projection = g.schema_name
+WHERE g.projection = %s AND g.state = 'active'
+"""
+
+
 async def _positions(pool: AsyncConnectionPool[Any], projection: Projection) -> tuple[Generation | None, Positions]:
     """The active generation and its stored positions (next offset per partition), in one short pool borrowing."""
     async with pool.connection() as conn:
-        gen = await active_generation(conn, projection.name)
-        return gen, ({} if gen is None else await load_positions(conn, gen.schema))
+        cur = await conn.execute(_POSITIONS_SQL, (projection.name,))
+        rows = await cur.fetchall()
+    if not rows:
+        return None, {}
+    gen = Generation(projection.name, rows[0][0], rows[0][1], "active")
+    return gen, {(t, p): int(o) for _, _, t, p, o in rows if t is not None}
 
 
 def _behind(wanted: Positions, stored: Positions) -> dict[tuple[str, int], tuple[int, int]]:

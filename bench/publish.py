@@ -6,7 +6,8 @@ compression, request size, and idempotence as the publisher detected it), create
 publisher, sending on the library's fastest path (its own batches per partition). It is measured twice: handed the
 already-encoded records (``raw_eps``: transport only), and encoding each event with the one codec call inside the
 timing (``raw_encoding_eps``: the least work any publisher of these events must do). The publisher also bounds what
-is in flight and computes positions. Rounds alternate; the best of each is reported. The HTTP figure is end to end: JSON batches POSTed to `agl api` running in its own process, without
+is in flight and computes positions. Rounds alternate; the best of each is reported.
+The HTTP figure is end to end: JSON batches POSTed to `agl api` running in its own process, without
 sequence ids, so the server numbers the spans as it does for the SDK.
 
 Starts its own broker (Apache Kafka when Java and Maven are present, else Tansu; `--broker` chooses) and

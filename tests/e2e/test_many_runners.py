@@ -30,7 +30,10 @@ async def all_rollouts(live: LiveServices) -> list[dict[str, Any]]:
                 break
             found += page["items"]
         ids = [r["rollout_id"] for r in found]
+        if not ids:  # the read model has not caught up with the enqueues yet
+            return []
         answer = await client.post("/v1/rollouts/wait", json={"rollout_ids": ids, "timeout_s": 0})
+        assert answer.status_code == 200, answer.text
         ended: list[dict[str, Any]] = answer.json()["rollouts"]
         return ended
 

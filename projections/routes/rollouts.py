@@ -131,3 +131,24 @@ async def get_route(
     row, attempts = found
     latest = next((a for a in attempts if a.attempt_id == row.latest_attempt_id), None)
     return RolloutDetail(**_out(row, latest).model_dump(), attempts=[_attempt(a) for a in attempts])
+
+
+@router.get(
+    "/{rollout_id}/attempts",
+    response_model=list[AttemptOut],
+    responses={404: {"model": ErrorAnswer, "description": "no such rollout"}},
+)
+async def attempts_route(
+    request: Request,
+    rollout_id: Annotated[str, Path(pattern=ID_PATTERN)],
+    *,
+    after: AfterQuery = None,
+    wait_ms: WaitQuery = 5000,
+) -> list[AttemptOut]:
+    """A rollout's attempts, in sequence order (with their late reports)."""
+    await _wait(request, after, wait_ms)
+    async with request.app.state.pool.connection() as conn, reading(conn, PROJECTION):
+        found = await get_rollout(conn, rollout_id)
+    if found is None:
+        raise HTTPException(404, f"no rollout {rollout_id!r}")
+    return [_attempt(a) for a in found[1]]

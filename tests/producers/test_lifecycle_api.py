@@ -92,6 +92,9 @@ async def test_a_rollout_runs_to_succeeded_and_the_read_model_shows_the_decision
         assert (attempt["status"], attempt["worker_id"], attempt["sequence_id"]) == ("succeeded", "w1", 1)
         assert rollout["attempt_count"] == 1 and rollout["end_time"] is not None
         assert rollout["latest_attempt"]["attempt_id"] == claim["attempt_id"]
+        (only,) = (await api.get("/v1/rollouts/ro-1/attempts")).json()
+        assert (only["attempt_id"], only["status"], only["late_reports"]) == (claim["attempt_id"], "succeeded", 0)
+        assert (await api.get("/v1/rollouts/ro-nope/attempts")).status_code == 404
         listed = (await api.get("/v1/rollouts")).json()["items"]
         assert listed[0]["latest_attempt"]["status"] == "succeeded"
 

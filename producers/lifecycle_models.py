@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, JsonValue
+from pydantic import BaseModel, ConfigDict, Field, JsonValue, StringConstraints
 
-#: Worker and capability names: bounded, and reachable in a URL path.
-NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:@-]{0,199}$"
+from schemas.bounds import ID_PATTERN, MAX_ID_LENGTH
+
+#: Worker ids end up in URL paths: the project's one bounded id alphabet.
+NAME_PATTERN = ID_PATTERN
+#: A capability, bounded as a rollout's ``required_capabilities`` are, so a claim can always compare them.
+Capability = Annotated[str, StringConstraints(min_length=1, max_length=MAX_ID_LENGTH)]
 
 
 class _In(BaseModel):
@@ -16,9 +20,11 @@ class _In(BaseModel):
 
 class WorkerIn(_In):
     worker_id: str = Field(pattern=NAME_PATTERN)
-    capabilities: tuple[str, ...] = Field(default=(), max_length=100)
+    capabilities: tuple[Capability, ...] = Field(default=(), max_length=100)
     slots: int = Field(default=1, ge=1, le=10_000)
-    version: str | None = Field(default=None, max_length=100)
+    version: str | None = Field(
+        default=None, max_length=100, description="accepted, not yet recorded (worker.registered v2 is planned)"
+    )
 
 
 class WorkerHeartbeatIn(_In):
@@ -32,7 +38,7 @@ class WorkerLeftIn(_In):
 class DequeueIn(_In):
     worker_id: str = Field(pattern=NAME_PATTERN)
     limit: int = Field(default=1, ge=1, le=100)
-    capabilities: tuple[str, ...] = Field(default=(), max_length=100)
+    capabilities: tuple[Capability, ...] = Field(default=(), max_length=100)
     wait_ms: int = Field(default=0, ge=0, le=30_000, description="long-poll this long when nothing is claimable")
 
 

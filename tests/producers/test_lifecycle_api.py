@@ -195,3 +195,11 @@ async def test_a_busy_pool_answers_503_with_retry_after(kafka_bootstrap, kafka_t
             answer = await api.post("/v1/rollouts", json={"input": 1})
             assert answer.status_code == 503 and answer.headers["Retry-After"] == "1", answer.text
         assert (await api.post("/v1/rollouts", json={"input": 1})).status_code == 202
+
+
+async def test_worker_capabilities_are_bounded_at_the_door(api):
+    too_long = {"worker_id": "w1", "capabilities": ["x" * 201]}
+    assert (await api.post("/v1/workers/register", json=too_long)).status_code == 422
+    empty = {"worker_id": "w1", "capabilities": [""], "limit": 1}
+    assert (await api.post("/v1/rollouts/dequeue", json=empty)).status_code == 422
+    assert (await api.post("/v1/workers/register", json={"worker_id": "a/b"})).status_code == 422

@@ -37,10 +37,10 @@ import orjson
 from aiokafka import AIOKafkaProducer
 from aiokafka.partitioner import DefaultPartitioner
 
-from agl.config import KAFKA_VERSION
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
 from agl.stack._process import free_port
-from agl.stack.brokers import ApacheKafka, Tansu, java_available
-from agl.stack.postgres import EmbeddedPostgres
+from bench._stack import services
 from producers.admin import ensure_topics
 from producers.publisher import EventPublisher, Record
 from schemas import SpanRecorded
@@ -80,35 +80,6 @@ def make_spans(count: int) -> list[SpanRecorded]:
         )
         for i in range(count)
     ]
-
-
-@contextlib.asynccontextmanager
-async def services(choice: str, workdir: Path) -> AsyncIterator[tuple[str, str, str]]:
-    """(bootstrap, database_url, broker kind): from the environment, or started here and stopped on exit."""
-    async with contextlib.AsyncExitStack() as stack:
-        bootstrap, kind = os.environ.get("AGL_KAFKA_BOOTSTRAP"), "external"
-        if not bootstrap:
-            use_kafka = choice == "kafka" or (choice == "auto" and java_available())
-            broker: ApacheKafka | Tansu = (
-                ApacheKafka(
-                    data_dir=workdir / "kafka",
-                    libs_dir=REPO / ".agl" / "cache" / f"kafka-{KAFKA_VERSION}",
-                    port=free_port(),
-                    controller_port=free_port(),
-                )
-                if use_kafka
-                else Tansu(data_dir=workdir / "tansu", port=free_port())
-            )
-            await broker.start(180)
-            stack.push_async_callback(broker.stop)
-            bootstrap, kind = broker.info.bootstrap, broker.info.kind
-        database_url = os.environ.get("AGL_DATABASE_URL")
-        if not database_url:
-            postgres = EmbeddedPostgres(data_dir=workdir / "postgres", port=free_port(), durable=False)
-            await postgres.start(60)
-            stack.push_async_callback(postgres.stop)
-            database_url = postgres.url()
-        yield bootstrap, database_url, kind
 
 
 def raw_producer(bootstrap: str, publisher: EventPublisher) -> AIOKafkaProducer:

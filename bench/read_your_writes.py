@@ -31,22 +31,18 @@ import sys
 import tempfile
 import time
 import urllib.parse
-import uuid
-from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING
 
 import orjson
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from agl.config import KAFKA_VERSION, Settings
-from agl.stack._process import free_port
-from agl.stack.stack import Stack
+from bench._stack import running_stack
 
 if TYPE_CHECKING:
-    from agl.config import BrokerChoice
+    pass
 
 REPO = Path(__file__).resolve().parents[1]
 #: A read waits at most this long for ?after= (a slower one is counted as failed).
@@ -61,32 +57,6 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--broker", choices=["auto", "kafka", "tansu"], default="auto")
     parser.add_argument("--no-read", action="store_true", help="POST only: what the stack costs without reads")
     return parser.parse_args()
-
-
-@contextlib.asynccontextmanager
-async def running_stack(broker: str, workdir: Path) -> AsyncIterator[str]:
-    """The stack `agl up` runs, on free ports in ``workdir``; yields the API's URL."""
-    settings = Settings(
-        data_dir=workdir,
-        kafka_port=free_port(),
-        kafka_controller_port=free_port(),
-        kafka_libs_dir=REPO / ".agl" / "cache" / f"kafka-{KAFKA_VERSION}",
-        postgres_port=free_port(),
-        api_port=free_port(),
-        topic_prefix=f"bench{uuid.uuid4().hex[:6]}.",
-        # Nothing here calls an LLM: an endpoint of our own keeps `agl up` from starting llama.cpp.
-        llm_endpoint="http://127.0.0.1:9/v1",
-        llm_model="bench-noop",
-        startup_timeout_s=180,
-    )
-    stack = Stack(settings, broker=None if broker == "auto" else cast("BrokerChoice", broker))
-    await stack.start()
-    try:
-        assert stack.api_url is not None
-        print(f"stack: broker {stack.broker_choice}, API {stack.api_url}", flush=True)
-        yield stack.api_url
-    finally:
-        await stack.stop()
 
 
 @dataclass

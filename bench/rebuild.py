@@ -42,11 +42,10 @@ import random
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 import uuid
 from collections import Counter
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
 from dataclasses import astuple
 from operator import attrgetter
 from pathlib import Path
@@ -59,9 +58,8 @@ from psycopg import sql
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from agl.stack._process import free_port
-from agl.stack.brokers import ApacheKafka, Tansu, java_available
-from agl.stack.postgres import EmbeddedPostgres
+from agl.stack.brokers import java_available
+from bench._stack import temporary_services
 from consumers._gc import Collections, gc_paused
 from consumers.alignment import TimeAligned
 from consumers.prefetch import release
@@ -122,27 +120,6 @@ def make_events(n: int) -> list[Event]:
         events += rollout_history(i).events
         i += 1
     return events[:n]
-
-
-@contextlib.asynccontextmanager
-async def stack(broker: str) -> AsyncIterator[tuple[str, str]]:
-    if os.environ.get("AGL_KAFKA_BOOTSTRAP") and os.environ.get("AGL_DATABASE_URL"):
-        yield os.environ["AGL_KAFKA_BOOTSTRAP"], os.environ["AGL_DATABASE_URL"]
-        return
-    with tempfile.TemporaryDirectory(prefix="agl-bench-") as tmp:
-        root = Path(tmp)
-        kafka: ApacheKafka | Tansu
-        if broker == "kafka":
-            libs = REPO / ".agl" / "cache" / "kafka-4.1.2"
-            kafka = ApacheKafka(data_dir=root / "kafka", libs_dir=libs, port=free_port(), controller_port=free_port())
-        else:
-            kafka = Tansu(data_dir=root / "tansu", port=free_port())
-        pg = EmbeddedPostgres(data_dir=root / "pg" / "data", port=free_port(), durable=False)
-        await asyncio.gather(kafka.start(120), pg.start(60))
-        try:
-            yield kafka.info.bootstrap, pg.url()
-        finally:
-            await asyncio.gather(kafka.stop(), pg.stop())
 
 
 async def produce(bootstrap: str, prefix: str, events: list[Event]) -> None:
@@ -482,7 +459,7 @@ async def main_async(args: argparse.Namespace) -> None:
     events = make_events(args.events)
     kinds = ", ".join(f"{k} {v}" for k, v in sorted(Counter(e.type for e in events).items()))
     print(f"workload: {len(events)} events in {time.perf_counter() - t0:.1f}s ({kinds})", flush=True)
-    async with stack(broker) as (bootstrap, database_url):
+    async with temporary_services(broker) as (bootstrap, database_url, _):
         prefix = f"bench{uuid.uuid4().hex[:6]}."
         await ensure_topics(bootstrap, TOPICS, prefix=prefix)
         async with await psycopg.AsyncConnection.connect(database_url, autocommit=True) as conn:

@@ -1,0 +1,95 @@
+"""The services a benchmark runs against, started once here for every benchmark.
+
+A benchmark starts the embedded stack itself unless ``AGL_`` settings point elsewhere:
+
+- :func:`services`: a broker and PostgreSQL (``AGL_KAFKA_BOOTSTRAP`` / ``AGL_DATABASE_URL`` when set), for
+  benchmarks that drive the engine or the publisher in-process;
+- :func:`running_stack`: the whole stack as ``agl up`` runs it (API, projections, watchdog), on free ports, for
+  benchmarks that go through the HTTP API.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import cast
+
+from agl.config import KAFKA_VERSION, BrokerChoice, Settings
+from agl.stack._process import free_port
+from agl.stack.brokers import ApacheKafka, Tansu, java_available
+from agl.stack.postgres import EmbeddedPostgres
+from agl.stack.stack import Stack
+
+REPO = Path(__file__).resolve().parents[1]
+KAFKA_LIBS = REPO / ".agl" / "cache" / f"kafka-{KAFKA_VERSION}"
+
+
+@contextlib.asynccontextmanager
+async def services(choice: str, workdir: Path) -> AsyncIterator[tuple[str, str, str]]:
+    """(bootstrap, database_url, broker kind): from the environment, or started in ``workdir`` and stopped on exit.
+
+    ``choice`` is ``auto`` (Apache Kafka when Java is here, else Tansu), ``kafka`` or ``tansu``. PostgreSQL runs
+    without fsync: a benchmark measures the software, not this machine's disk.
+    """
+    async with contextlib.AsyncExitStack() as stack:
+        bootstrap, kind = os.environ.get("AGL_KAFKA_BOOTSTRAP"), "external"
+        if not bootstrap:
+            use_kafka = choice == "kafka" or (choice == "auto" and java_available())
+            broker: ApacheKafka | Tansu = (
+                ApacheKafka(
+                    data_dir=workdir / "kafka", libs_dir=KAFKA_LIBS, port=free_port(), controller_port=free_port()
+                )
+                if use_kafka
+                else Tansu(data_dir=workdir / "tansu", port=free_port())
+            )
+            await broker.start(180)
+            stack.push_async_callback(broker.stop)
+            bootstrap, kind = broker.info.bootstrap, broker.info.kind
+        database_url = os.environ.get("AGL_DATABASE_URL")
+        if not database_url:
+            postgres = EmbeddedPostgres(data_dir=workdir / "postgres", port=free_port(), durable=False)
+            await postgres.start(60)
+            stack.push_async_callback(postgres.stop)
+            database_url = postgres.url()
+        yield bootstrap, database_url, kind
+
+
+@contextlib.asynccontextmanager
+async def temporary_services(choice: str) -> AsyncIterator[tuple[str, str, str]]:
+    """:func:`services` in a temporary directory, removed on exit."""
+    with tempfile.TemporaryDirectory(prefix="agl-bench-") as tmp:
+        async with services(choice, Path(tmp)) as started:
+            yield started
+
+
+@contextlib.asynccontextmanager
+async def running_stack(broker: str, workdir: Path) -> AsyncIterator[str]:
+    """The stack `agl up` runs, on free ports in ``workdir``; yields the API's URL.
+
+    Nothing a benchmark runs calls an LLM: an endpoint of our own keeps `agl up` from starting llama.cpp.
+    ``AGL_KAFKA_BOOTSTRAP`` / ``AGL_DATABASE_URL`` in the environment are used as `agl up` uses them.
+    """
+    settings = Settings(
+        data_dir=workdir,
+        kafka_port=free_port(),
+        kafka_controller_port=free_port(),
+        kafka_libs_dir=KAFKA_LIBS,
+        postgres_port=free_port(),
+        api_port=free_port(),
+        topic_prefix=f"bench{uuid.uuid4().hex[:6]}.",
+        llm_endpoint="http://127.0.0.1:9/v1",
+        llm_model="bench-noop",
+        startup_timeout_s=180,
+    )
+    stack = Stack(settings, broker=None if broker == "auto" else cast("BrokerChoice", broker))
+    await stack.start()
+    try:
+        assert stack.api_url is not None
+        print(f"stack: broker {stack.broker_choice}, API {stack.api_url}", flush=True)
+        yield stack.api_url
+    finally:
+        await stack.stop()

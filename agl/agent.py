@@ -50,6 +50,9 @@ class Rollout:
     resources_id: str | None = None
     config: Mapping[str, Any] = field(default_factory=dict)
     metadata: Mapping[str, Any] = field(default_factory=dict)
+    #: The knowledge the rollout names (``metadata["knowledge"]``), retrieved before the agent started and
+    #: recorded as ``attempt.context_retrieved``: a ``knowledge.context.RetrievedContext``, or None.
+    context: Any = None
 
 
 class LitAgent(Generic[T]):
@@ -107,6 +110,12 @@ class FunctionAgent(LitAgent[Any]):
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         return self.func(*args, **kwargs)
+
+
+def agent_name(agent: LitAgent[Any]) -> str:
+    """A name for the agent (its function's, or its class's), e.g. whose memories it reaches."""
+    func = getattr(agent, "func", None)
+    return str(getattr(func, "__name__", None) or type(agent).__name__)
 
 
 def rollout(func: Callable[..., Any]) -> FunctionAgent:
@@ -170,6 +179,10 @@ class EmittedReward:
     value: float
     name: str = "reward"
     dimensions: Mapping[str, float] = field(default_factory=dict)
+    #: The span this reward is for: its annotation span (a mirror), or the LLM call it is linked to.
+    span_id: str | None = None
+    #: The LLM response (``gen_ai.response.id``) it is linked to.
+    response_id: str | None = None
 
 
 @dataclass
@@ -198,18 +211,11 @@ def attempt_scope(rollout: Rollout) -> Iterator[AttemptScope]:
         _SCOPE.reset(token)
 
 
-def emit_reward(value: float, *, name: str = "reward", dimensions: Mapping[str, float] | None = None) -> None:
-    """Record a reward for the current rollout's attempt; the runner posts it before the attempt's outcome.
+def emit_reward(value: Any, **options: Any) -> str | None:
+    """Record a reward for the current rollout's attempt: see :func:`agl.emitters.emit_reward`."""
+    from agl.emitters import emit_reward as emit
 
-    Raises:
-        AgentError: called outside a rollout, or with a value that is not a finite number.
-    """
-    scope = _SCOPE.get()
-    if scope is None:
-        raise AgentError("emit_reward() is called from inside a rollout (the runner sets the current rollout)")
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise AgentError(f"a reward is a finite number, not {value!r}")
-    scope.rewards.append(EmittedReward(float(value), name, dict(dimensions or {})))
+    return emit(value, **options)
 
 
 def current_rollout() -> Rollout:

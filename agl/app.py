@@ -10,14 +10,28 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
+from agl.dashboard import router as dashboard_router
 from agl.errors import LightningError
+from agl.observability import install_observability
+from agl.observability.readiness import ReadinessCache
+from agl.router import router_for
 from consumers.routes import router as projections_router
 from consumers.routes import stalled_projections
+from knowledge.routes import router as context_router
+from producers.agl_compat import mount_agl_compat
 from producers.api import mount_commands, running_commands
+from producers.llm_proxy import router as llm_proxy_router
+from producers.llm_proxy import running_llm_proxy
 from projections.applied import AppliedListener
+from projections.routes.agents import router as agents_router
 from projections.routes.history import router as history_router
+from projections.routes.knowledge import memory_router
+from projections.routes.knowledge import router as knowledge_router
 from projections.routes.resources import router as resources_router
 from projections.routes.rollouts import router as rollouts_router
+from projections.routes.router import router as assignment_router
+from projections.routes.spans import router as spans_router
+from projections.routes.triplets import router as triplets_router
 from projections.routes.workers import router as workers_router
 
 if TYPE_CHECKING:
@@ -46,6 +60,29 @@ def _install_error_answers(app: FastAPI) -> None:
         return JSONResponse({"detail": detail}, status_code=503, headers={"Retry-After": str(RETRY_AFTER_S)})
 
 
+async def _readiness_checks(request: Request) -> dict[str, str]:
+    """PostgreSQL, the broker, then (both up) whether a projection is stalled."""
+    checks: dict[str, str] = {}
+    try:
+        async with request.app.state.pool.connection(timeout=2) as conn:
+            await conn.execute("SELECT 1")
+        checks["postgres"] = "up"
+    except Exception as e:  # noqa: BLE001 - any failure means "not ready", reported as such
+        checks["postgres"] = f"down: {e}"
+    try:
+        await request.app.state.kafka.fetch_all_metadata()
+        checks["kafka"] = "up"
+    except Exception as e:  # noqa: BLE001
+        checks["kafka"] = f"down: {e}"
+    if checks["postgres"] == checks["kafka"] == "up":
+        try:
+            stalled = await stalled_projections(request)
+            checks["projections"] = f"stalled: {'; '.join(stalled)}" if stalled else "up"
+        except Exception as e:  # noqa: BLE001
+            checks["projections"] = f"unknown: {e}"
+    return checks
+
+
 def create_app(settings: Settings) -> FastAPI:
     """Build the API. The lifespan opens the PostgreSQL pool and a Kafka client and closes them on exit."""
     if not settings.database_url or not settings.kafka_bootstrap:
@@ -69,6 +106,7 @@ def create_app(settings: Settings) -> FastAPI:
             await kafka.bootstrap()
             stack.push_async_callback(kafka.close)
             await stack.enter_async_context(running_commands(app, settings, pool))
+            await stack.enter_async_context(running_llm_proxy(app, settings, pool))
             app.state.applied = await stack.enter_async_context(AppliedListener(database_url))
             app.state.settings = settings
             app.state.pool = pool
@@ -78,13 +116,20 @@ def create_app(settings: Settings) -> FastAPI:
     app = FastAPI(title="Agent Lightning ES", version="0.1.0", lifespan=lifespan)
 
     _install_error_answers(app)
+    app.state.router = router_for(settings)  # no I/O here: it reads its state at its first decision
 
     mount_commands(app, settings)
-    app.include_router(rollouts_router)
-    app.include_router(history_router)
-    app.include_router(resources_router)
-    app.include_router(workers_router)
-    app.include_router(projections_router)
+    read_routers = (
+        rollouts_router, spans_router, history_router, resources_router, workers_router, agents_router, triplets_router,
+    )  # fmt: skip
+    for router in (*read_routers, knowledge_router, memory_router, context_router, projections_router):
+        app.include_router(router)
+    app.include_router(assignment_router)
+    app.include_router(llm_proxy_router)
+    mount_agl_compat(app)  # Agent Lightning's v0.3 store API under /v1/agl and its v0.1 task routes at the root
+    app.include_router(dashboard_router)
+    install_observability(app, settings)
+    readiness = app.state.readiness = ReadinessCache()
 
     @app.get("/healthz", tags=["health"])
     async def healthz() -> dict[str, str]:
@@ -93,25 +138,9 @@ def create_app(settings: Settings) -> FastAPI:
 
     @app.get("/readyz", tags=["health"])
     async def readyz(request: Request) -> JSONResponse:
-        """Readiness: PostgreSQL and the broker answer, and no projection is stalled (lag without progress)."""
-        checks: dict[str, str] = {}
-        try:
-            async with request.app.state.pool.connection(timeout=2) as conn:
-                await conn.execute("SELECT 1")
-            checks["postgres"] = "up"
-        except Exception as e:  # noqa: BLE001 - any failure means "not ready", reported as such
-            checks["postgres"] = f"down: {e}"
-        try:
-            await request.app.state.kafka.fetch_all_metadata()
-            checks["kafka"] = "up"
-        except Exception as e:  # noqa: BLE001
-            checks["kafka"] = f"down: {e}"
-        if checks["postgres"] == checks["kafka"] == "up":
-            try:
-                stalled = await stalled_projections(request)
-                checks["projections"] = f"stalled: {'; '.join(stalled)}" if stalled else "up"
-            except Exception as e:  # noqa: BLE001
-                checks["projections"] = f"unknown: {e}"
+        """Readiness: PostgreSQL and the broker answer, and no projection is stalled (lag without progress).
+        One round of checks a second serves every probe."""
+        checks = await readiness.get(lambda: _readiness_checks(request))
         ready = all(v == "up" for v in checks.values())
         return JSONResponse({"ready": ready, "checks": checks}, status_code=200 if ready else 503)
 

@@ -25,7 +25,10 @@ COMMAND_MODULES = (
     "agl.commands.schemas",
     "agl.commands.llm",
     "agl.commands.runner",
+    "agl.commands.agents",
     "agl.commands.watchdog",
+    "agl.commands.knowledge",
+    "agl.commands.triplets",
 )
 
 

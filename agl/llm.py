@@ -7,6 +7,9 @@ then ``/tokenize`` give the prompt's ids). Other endpoints leave them ``None``; 
 
 Connection errors and 502/503/504 answers are retried with backoff, a bounded number of times, then raised as
 :class:`agl.errors.LLMUnavailable` (retriable). There is no fallback reply: a rollout whose LLM is down fails.
+
+Inside a traced attempt each call is recorded as an ``openai.chat.completion`` span with its messages, token ids
+and logprobs (``agl.llm_span``), so an agent need not build that span itself.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from typing import TYPE_CHECKING, Any, Self
 import httpx
 
 from agl.errors import ConfigError, LLMError, LLMUnavailable
+from agl.llm_span import llm_call
 from producers.client import RetryPolicy
 
 if TYPE_CHECKING:
@@ -59,6 +63,8 @@ class ChatResult:
     completion_logprobs: tuple[float, ...] | None = None
     prompt_token_ids: tuple[int, ...] | None = None
     raw: Mapping[str, Any] = field(default_factory=dict, repr=False)
+    #: The call's span when the attempt is traced (``agl.emit_reward(r, link=result)`` rewards this call).
+    span_id: str | None = None
 
 
 def resolve_api_key(api_key_ref: str | None) -> str | None:
@@ -187,12 +193,13 @@ class AsyncLLMClient(_Base):
             LLMError: the endpoint refused the request (4xx).
         """
         body = self._body(messages, sampling)
-        raw = await self._post_chat(body)
-        result = _parse(raw)
-        if self.token_ids and _is_llama_cpp(raw):
-            ids = await self._prompt_ids(self._template_body(body))
-            result = dataclasses.replace(result, prompt_token_ids=ids)
-        return result
+        with llm_call(body) as call:  # the call's span, when the attempt is traced
+            raw = await self._post_chat(body)
+            result = _parse(raw)
+            if self.token_ids and _is_llama_cpp(raw):
+                ids = await self._prompt_ids(self._template_body(body))
+                result = dataclasses.replace(result, prompt_token_ids=ids)
+            return call.finish(result)
 
     async def _post_chat(self, body: Mapping[str, Any]) -> dict[str, Any]:
         last: object = None
@@ -250,12 +257,13 @@ class LLMClient(_Base):
     def chat(self, messages: Sequence[Mapping[str, Any]], **sampling: Any) -> ChatResult:
         """See :meth:`AsyncLLMClient.chat`."""
         body = self._body(messages, sampling)
-        raw = self._post_chat(body)
-        result = _parse(raw)
-        if self.token_ids and _is_llama_cpp(raw):
-            ids = self._prompt_ids(self._template_body(body))
-            result = dataclasses.replace(result, prompt_token_ids=ids)
-        return result
+        with llm_call(body) as call:
+            raw = self._post_chat(body)
+            result = _parse(raw)
+            if self.token_ids and _is_llama_cpp(raw):
+                ids = self._prompt_ids(self._template_body(body))
+                result = dataclasses.replace(result, prompt_token_ids=ids)
+            return call.finish(result)
 
     def _post_chat(self, body: Mapping[str, Any]) -> dict[str, Any]:
         last: object = None

@@ -3,9 +3,10 @@
 Runners live on other machines than the stack, so they only ask; every decision (claim, running, finish,
 cancel, timeout) is the API's. For each claimed attempt the runner, in this order: reports ``running``,
 fetches the rollout's resources (its pinned ``resources_id`` or the latest; none gives the agent ``{}``),
-runs the agent, then reports its spans, its rewards and last the outcome. Each report is resent until the API
-answers it (with jittered backoff while the API is unreachable) and carries the same ids when resent: spans
-their span ids, rewards an Idempotency-Key per attempt, and ``running`` / ``finish`` are idempotent in the API.
+runs the agent (traced per attempt: ``agl.tracer``), then reports its spans (those it traced, then those it
+returned), its rewards and last the outcome. Each report is resent until the API answers it (with jittered
+backoff while the API is unreachable) and carries the same ids when resent: spans their span ids and an
+Idempotency-Key per batch, rewards one per attempt, and ``running`` / ``finish`` are idempotent in the API.
 
 A heartbeat loop reports the worker (slots, busy slots, current attempts) and every running attempt; an
 attempt whose verdict says ``cancelled`` has its agent cancelled (an ``async`` agent's task is cancelled; a sync
@@ -30,17 +31,21 @@ import traceback
 import uuid
 from collections import Counter, deque
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
-from agl.agent import AgentError, LitAgent, Outcome, Rollout, attempt_scope, interpret
+from agl import memory
+from agl.agent import AgentError, LitAgent, Outcome, Rollout, agent_name, attempt_scope, interpret
 from agl.errors import LightningError
+from agl.span_records import batches
+from agl.tracer import AttemptTrace, attempt_tracing
+from knowledge.context import retrieve_context
 from producers.errors import ApiUnavailable, CommandRejected
-from producers.models import RewardIn
+from producers.models import RewardIn, SpanIn
 from schemas import ErrorInfo
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable, Coroutine, Mapping
+    from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 
     from producers.client import AsyncClient
     from producers.lifecycle_models import ClaimOut as Claim
@@ -75,6 +80,10 @@ class RunnerOptions:
     resources_wait_s: float = 10.0
     version: str | None = None
     keep_records: int = 10_000
+    #: Record each attempt's OpenTelemetry spans (``agl.tracer``); off, emitters record no spans.
+    tracing: bool = True
+    #: Whose memories ``agl.memory.remember`` / ``recall`` reach inside an attempt; None = the agent's name.
+    memory_agent_id: str | None = None
 
 
 AttemptEnd = Literal["succeeded", "failed", "cancelled", "refused", "shutdown"]
@@ -120,6 +129,8 @@ class _Active:
 @dataclass
 class _Failure:
     error: ErrorInfo
+    #: What the attempt traced before it failed: reported too, it tells why.
+    spans: list[SpanIn] = field(default_factory=list)
 
 
 def _error_info(exc: BaseException) -> ErrorInfo:
@@ -133,6 +144,7 @@ class Runner:
     def __init__(self, agent: LitAgent[Any], client: AsyncClient, options: RunnerOptions | None = None) -> None:
         self.agent = agent
         self.client = client
+        self.memory_agent_id = (options and options.memory_agent_id) or agent_name(agent)
         self.options = options or RunnerOptions()
         self.worker_id = self.options.worker_id or default_worker_id()
         #: The latest attempts' records (bounded: a runner may live for millions of attempts); ``ends`` counts all.
@@ -327,6 +339,8 @@ class Runner:
             except CommandRejected as e:
                 ended = _Failure(ErrorInfo(type="ReportRejected", message=f"the API refused a result: {e}"))
         if isinstance(ended, _Failure):
+            with contextlib.suppress(CommandRejected):  # the failure is reported even if its spans are refused
+                await self._report_spans(rollout, ended.spans)
             send = functools.partial(self.client.finish_attempt, *ids, worker, "failed", ended.error)
             verdict = await self._deliver("finish", send)
             return AttemptRecord(*ids, "failed", error=ended.error, verdict=verdict)
@@ -335,14 +349,22 @@ class Runner:
 
     async def _execute(self, active: _Active, rollout: Rollout) -> tuple[Outcome, list[RewardIn]] | _Failure | None:
         """Run the agent: its outcome and rewards, its failure, or None when the API cancelled it."""
-        with attempt_scope(rollout) as scope:
+        ids = {"rollout_id": rollout.rollout_id, "attempt_id": rollout.attempt_id}
+        trace: AttemptTrace | None = None
+        with attempt_scope(rollout) as scope, memory.bind(memory.Memory(self.client, self.memory_agent_id)):
             try:
+                # The knowledge the rollout names, retrieved once and recorded before the agent sees it.
+                context = await self._deliver("context", lambda: retrieve_context(self.client, active.claim))
+                if context is not None:
+                    scope.rollout = rollout = replace(rollout, context=context)
                 resources = await self._resources(rollout.resources_id)
-                self.agent.on_rollout_start(rollout.input, self, rollout)
-                entry = self.agent.entry(rollout.mode)
-                active.agent_task = self._launch(entry, rollout, resources)
-                result = await active.agent_task
-                self.agent.on_rollout_end(rollout.input, rollout, result)
+                # Only the agent is traced: the runner's own calls (an in-process API's spans) are not the agent's.
+                with attempt_tracing(**ids, enabled=self.options.tracing) as trace:
+                    self.agent.on_rollout_start(rollout.input, self, rollout)
+                    entry = self.agent.entry(rollout.mode)
+                    active.agent_task = self._launch(entry, rollout, resources)
+                    result = await active.agent_task
+                    self.agent.on_rollout_end(rollout.input, rollout, result)
                 outcome = interpret(result, rollout)
             except asyncio.CancelledError:
                 current = asyncio.current_task()
@@ -350,9 +372,14 @@ class Runner:
                     return None
                 raise
             except Exception as e:  # noqa: BLE001 - whatever the agent raises fails its attempt, with its story
-                return _Failure(_error_info(e))
-        ids = {"rollout_id": rollout.rollout_id, "attempt_id": rollout.attempt_id}
-        rewards = [RewardIn(**ids, value=r.value, name=r.name, dimensions=dict(r.dimensions)) for r in scope.rewards]
+                return _Failure(_error_info(e), trace.drain() if trace else [])
+        if trace is not None:  # traced spans first, in the order they ended; then the spans the agent returned
+            outcome = replace(outcome, spans=(*trace.drain(), *outcome.spans))
+        rewards = [
+            RewardIn(**ids, value=r.value, name=r.name, dimensions=dict(r.dimensions), span_id=r.span_id,
+                     response_id=r.response_id)
+            for r in scope.rewards
+        ]  # fmt: skip
         if outcome.reward is not None:
             rewards.append(RewardIn(**ids, value=outcome.reward))
         return outcome, rewards
@@ -380,14 +407,16 @@ class Runner:
             await asyncio.sleep(backoff.next_delay())
 
     async def _report_results(self, rollout: Rollout, outcome: Outcome, rewards: list[RewardIn]) -> None:
-        spans = list(outcome.spans)
-        for n, start in enumerate(range(0, len(spans), SPAN_BATCH)):
-            key = f"{rollout.attempt_id}:spans:{n}"
-            send = functools.partial(self.client.record_spans, spans[start : start + SPAN_BATCH], idempotency_key=key)
-            await self._deliver("spans", send)
+        await self._report_spans(rollout, outcome.spans)
         if rewards:
             key = f"{rollout.attempt_id}:rewards"
             await self._deliver("rewards", lambda: self.client.assign_rewards(rewards, idempotency_key=key))
+
+    async def _report_spans(self, rollout: Rollout, spans: Sequence[SpanIn]) -> None:
+        """Post the spans in batches, each resent with the same key (and span ids) until the API answers."""
+        for n, batch in enumerate(batches(spans, SPAN_BATCH)):
+            key = f"{rollout.attempt_id}:spans:{n}"
+            await self._deliver("spans", functools.partial(self.client.record_spans, batch, idempotency_key=key))
 
     async def _report_shutdown(self, claim: Claim) -> None:
         error = ErrorInfo(type="RunnerShutdown", message=f"worker {self.worker_id} stopped before the attempt ended")

@@ -47,15 +47,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench._stack import running_stack
 from producers.client import AsyncClient
+from tests.compat.agl_venv import peer_python
 
 if TYPE_CHECKING:
     pass
 
 REPO = Path(__file__).resolve().parents[1]
-PEER_VENV = REPO / ".agl" / "cache" / "bench-al-venv"
-#: litellm is pinned because pip, left alone, backtracks through dozens of 40 MB litellm wheels before settling
-#: on one that fits agentlightning 0.3's other requirements; this is the one it settles on.
-PEER_REQUIREMENTS = ("agentlightning==0.3.*", "litellm[proxy]==1.108.7")
 AGENT = "bench.lifecycle_agent:agent"
 #: Rollout ids per read of the latency probe: keeps the query string well under the server's line limit.
 IDS_PER_READ = 200
@@ -79,19 +76,6 @@ def parse_args() -> argparse.Namespace:
 
 
 # -- the peer -----------------------------------------------------------------------------------------------------
-def peer_python() -> Path:
-    """The Python of the cached Agent Lightning environment, created (once) if missing."""
-    python = PEER_VENV / "bin" / "python"
-    marker = PEER_VENV / ".installed"
-    if python.exists() and marker.exists() and marker.read_text() == " ".join(PEER_REQUIREMENTS):
-        return python
-    print(f"creating {PEER_VENV} with {' '.join(PEER_REQUIREMENTS)} (once; about 800 MB)", flush=True)
-    subprocess.run([sys.executable, "-m", "venv", "--clear", str(PEER_VENV)], check=True)
-    subprocess.run([str(python), "-m", "pip", "install", "--quiet", *PEER_REQUIREMENTS], check=True)
-    marker.write_text(" ".join(PEER_REQUIREMENTS))
-    return python
-
-
 def run_peer(args: argparse.Namespace) -> dict[str, Any]:
     argv = [
         str(peer_python()), str(REPO / "bench" / "peer_agentlightning.py"),

@@ -66,6 +66,7 @@ from consumers.prefetch import release
 from consumers.rebuild import Progress, Rebuild
 from consumers.worker import FETCH_SETTINGS
 from producers.admin import ensure_topics
+from projections.base import Projection
 from projections.migrations import migrate_core
 from projections.rollouts import _ATTEMPT_COLS, _ROLLOUT_COLS, PROJECTION, AttemptRow, RolloutRow, State, fold_all
 from schemas import (
@@ -137,8 +138,10 @@ async def produce(bootstrap: str, prefix: str, events: list[Event]) -> None:
         await asyncio.gather(*pending)
 
 
-async def consumer_of(bootstrap: str, prefix: str, batch: int) -> tuple[AIOKafkaConsumer, list[TopicPartition]]:
-    """A started consumer holding every partition the projection reads, configured as the engine's."""
+async def consumer_of(
+    bootstrap: str, prefix: str, batch: int, projection: Projection = PROJECTION
+) -> tuple[AIOKafkaConsumer, list[TopicPartition]]:
+    """A started consumer holding every partition ``projection`` reads, configured as the engine's."""
     consumer = AIOKafkaConsumer(
         bootstrap_servers=bootstrap,
         enable_auto_commit=False,
@@ -149,16 +152,16 @@ async def consumer_of(bootstrap: str, prefix: str, batch: int) -> tuple[AIOKafka
     )
     await consumer.start()
     cluster = await consumer._client.fetch_all_metadata()
-    topics = PROJECTION.topic_names(prefix)
+    topics = projection.topic_names(prefix)
     tps = [TopicPartition(t, p) for t in topics for p in sorted(cluster.partitions_for_topic(t) or ())]
     consumer.assign(tps)
     return consumer, tps
 
 
-async def warm_read(bootstrap: str, prefix: str, n: int, batch: int) -> None:
+async def warm_read(bootstrap: str, prefix: str, n: int, batch: int, projection: Projection = PROJECTION) -> None:
     """Read the whole log once, untimed, decoding its first batch: both measured phases then find the broker's
     pages in memory and the decoder warm, whichever runs first."""
-    consumer, _ = await consumer_of(bootstrap, prefix, batch)
+    consumer, _ = await consumer_of(bootstrap, prefix, batch, projection)
     try:
         seen = 0
         while seen < n:

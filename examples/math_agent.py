@@ -21,13 +21,12 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Mapping
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import agl
 from agl.agent import AgentError
-from agl.llm import AsyncLLMClient, ChatResult
+from agl.llm import AsyncLLMClient
 from schemas import LLMResource, ProxyLLMResource, Resource
 
 TASKS = Path(__file__).with_name("math_tasks.jsonl")
@@ -52,9 +51,12 @@ def reward_of(reply: str | None, answer: float) -> float:
 
 
 def _llm(resources: Mapping[str, Resource]) -> LLMResource | ProxyLLMResource:
-    named = resources.get("llm")
-    if isinstance(named, (LLMResource, ProxyLLMResource)):
-        return named
+    """The LLM to call: through the proxy when one is published (``agl up`` publishes ``proxy_llm``: the API
+    forwards each call to ``llm`` and records it with its token ids), else ``llm``, else any LLM resource."""
+    for name in ("proxy_llm", "llm"):
+        named = resources.get(name)
+        if isinstance(named, (LLMResource, ProxyLLMResource)):
+            return named
     for resource in resources.values():
         if isinstance(resource, (LLMResource, ProxyLLMResource)):
             return resource
@@ -62,46 +64,16 @@ def _llm(resources: Mapping[str, Resource]) -> LLMResource | ProxyLLMResource:
 
 
 @agl.rollout
-async def math_agent(
-    task: Mapping[str, Any], resources: Mapping[str, Resource], rollout: agl.Rollout
-) -> list[dict[str, Any]]:
-    """One question, one LLM call recorded as a span (with its token ids, for training), and the reward."""
+async def math_agent(task: Mapping[str, Any], resources: Mapping[str, Resource], rollout: agl.Rollout) -> None:
+    """One question, one LLM call and its reward.
+
+    The LLM client records the call as an ``openai.chat.completion`` span of the attempt, with its messages and
+    its prompt and response token ids (what training needs), and the reward is linked to that call.
+    """
     llm = _llm(resources)
     messages = [{"role": "system", "content": SYSTEM}, {"role": "user", "content": task["question"]}]
-    started = datetime.now(UTC)
     async with AsyncLLMClient.from_resource(
         llm, rollout_id=rollout.rollout_id, attempt_id=rollout.attempt_id
     ) as client:
         reply = await client.chat(messages, temperature=0, max_tokens=16)
-    reward = reward_of(reply.content, task["answer"])
-    agl.emit_reward(reward)
-    return [llm_span(messages, reply, started, datetime.now(UTC), llm.model)]
-
-
-def llm_span(
-    messages: list[dict[str, str]], reply: ChatResult, start: datetime, end: datetime, model: str
-) -> dict[str, Any]:
-    """The LLM call as an OpenTelemetry span with the GenAI semantic conventions' attributes, plus the prompt and
-    response token ids the triplet adapter reads."""
-    attributes: dict[str, Any] = {
-        "gen_ai.system": "openai",
-        "gen_ai.operation.name": "chat",
-        "gen_ai.request.model": model,
-        "gen_ai.response.model": reply.model,
-        "gen_ai.response.id": reply.response_id,
-        "gen_ai.response.finish_reasons": [reply.finish_reason] if reply.finish_reason else [],
-        "gen_ai.completion.0.role": "assistant",
-        "gen_ai.completion.0.content": reply.content,
-    }
-    for i, message in enumerate(messages):
-        attributes[f"gen_ai.prompt.{i}.role"] = message["role"]
-        attributes[f"gen_ai.prompt.{i}.content"] = message["content"]
-    if reply.usage is not None:
-        attributes["gen_ai.usage.input_tokens"] = reply.usage.prompt_tokens
-        attributes["gen_ai.usage.output_tokens"] = reply.usage.completion_tokens
-    if reply.prompt_token_ids is not None:
-        attributes["prompt_token_ids"] = list(reply.prompt_token_ids)
-    if reply.completion_token_ids is not None:
-        attributes["response_token_ids"] = list(reply.completion_token_ids)
-    return {"name": "openai.chat.completion", "kind": "CLIENT", "start_time": start, "end_time": end,
-            "attributes": attributes}  # fmt: skip
+    agl.emit_reward(reward_of(reply.content, task["answer"]), link=reply)

@@ -19,6 +19,7 @@ from producers.http import (
 from producers.idempotency import migrate_commands
 from producers.input_guard import UnsafeInputGuard
 from producers.lifecycle_routes import router as lifecycle_router
+from producers.otlp import OtlpReceiver, document_receiver
 from producers.outbox import OutboxRelay
 from producers.publisher import EventPublisher
 
@@ -43,6 +44,9 @@ def mount_commands(app: FastAPI, settings: Settings) -> None:
     app.include_router(lifecycle_router, responses=COMMAND_RESPONSES)
     app.add_middleware(UnsafeInputGuard)
     app.add_middleware(BodySizeLimit, max_bytes=settings.api_max_body_bytes)
+    # Outermost: OTLP/HTTP has its own size limit and error bodies (producers/otlp.py).
+    app.add_middleware(OtlpReceiver, max_body_bytes=settings.otlp_max_body_bytes)
+    document_receiver(app)
     install_error_answers(app)
     add_schemas(app, ONE_OR_MANY_MODELS)
 

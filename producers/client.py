@@ -241,6 +241,67 @@ def _wait(rollout_ids: Sequence[str], timeout_s: float) -> _Call[RolloutsAnswer]
     return _Call("POST", "/v1/rollouts/wait", RolloutsAnswer, body, timeout_s=timeout_s + _POLL_MARGIN_S)
 
 
+class KnowledgeHit(BaseModel):
+    """A chunk found by ``search_knowledge``; fields the SDK does not name are kept as extra fields."""
+
+    model_config = ConfigDict(extra="allow")
+
+    document_id: str
+    document_version: int
+    chunk_index: int
+    text: str
+    score: float
+
+
+class KnowledgeSearchAnswer(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    model_id: str | None
+    hits: list[KnowledgeHit]
+
+
+class KnowledgeDocument(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    collection: str
+    document_id: str
+    latest_version: int
+    indexed_version: int | None
+
+
+class KnowledgeDocumentsPage(BaseModel):
+    items: list[KnowledgeDocument]
+    total: int
+
+
+def _search_knowledge(
+    query: str, collection: str, k: int, mode: str, filter: Mapping[str, Any] | None
+) -> _Call[KnowledgeSearchAnswer]:
+    params = {"q": query, "collection": collection, "k": str(k), "mode": mode}
+    if filter:
+        params["filter"] = orjson.dumps(dict(filter)).decode()
+    return _Call("GET", "/v1/knowledge/search", KnowledgeSearchAnswer, params=params)
+
+
+def _list_documents(collection: str | None, limit: int, offset: int) -> _Call[KnowledgeDocumentsPage]:
+    params = {"limit": str(limit), "offset": str(offset)} | ({"collection": collection} if collection else {})
+    return _Call("GET", "/v1/knowledge/documents", KnowledgeDocumentsPage, params=params)
+
+
+def _get_document(document_id: str, collection: str | None) -> _Call[KnowledgeDocument]:
+    params = {"collection": collection} if collection else {}
+    return _Call("GET", f"/v1/knowledge/documents/{document_id}", KnowledgeDocument, params=params)
+
+
+class _ContextIn(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+
+def _record_context(rollout_id: str, attempt_id: str, context: Mapping[str, Any]) -> _Call[Accepted]:
+    path = f"/v1/rollouts/{rollout_id}/attempts/{attempt_id}/context"
+    return _Call("POST", path, Accepted, _ContextIn(**context), _keyed(None))
+
+
 def _unless_missing(call: Callable[[], T]) -> T | None:
     try:
         return call()
@@ -419,6 +480,29 @@ class AsyncClient(_Base):
         """Those of ``rollout_ids`` that are terminal, answered as soon as all are or when ``timeout_s`` ends."""
         return (await self._send(_wait(rollout_ids, timeout_s))).rollouts
 
+    async def search_knowledge(
+        self, query: str, collection: str, *, k: int = 5, mode: str = "hybrid", filter: Mapping[str, Any] | None = None
+    ) -> KnowledgeSearchAnswer:
+        """Chunks of ``collection`` matching ``query`` (``mode``: hybrid, vector or text; ``filter``: metadata)."""
+        return await self._send(_search_knowledge(query, collection, k, mode, filter))
+
+    async def record_context(self, rollout_id: str, attempt_id: str, context: Mapping[str, Any]) -> Accepted:
+        """Record what an attempt's agent was given from the knowledge base (see ``knowledge.context``)."""
+        return await self._send(_record_context(rollout_id, attempt_id, context))
+
+    async def list_documents(
+        self, collection: str | None = None, *, limit: int = 50, offset: int = 0
+    ) -> KnowledgeDocumentsPage:
+        return await self._send(_list_documents(collection, limit, offset))
+
+    async def get_document(self, document_id: str, collection: str | None = None) -> KnowledgeDocument | None:
+        try:
+            return await self._send(_get_document(document_id, collection))
+        except CommandRejected as e:
+            if e.status_code == 404:
+                return None
+            raise
+
 
 class Client(_Base):
     """The command API, blocking: the same commands as :class:`AsyncClient`, for scripts and notebooks."""
@@ -549,3 +633,16 @@ class Client(_Base):
 
     def wait_rollouts(self, rollout_ids: Sequence[str], timeout_s: float) -> list[RolloutAnswer]:
         return self._send(_wait(rollout_ids, timeout_s)).rollouts
+
+    def search_knowledge(
+        self, query: str, collection: str, *, k: int = 5, mode: str = "hybrid", filter: Mapping[str, Any] | None = None
+    ) -> KnowledgeSearchAnswer:
+        return self._send(_search_knowledge(query, collection, k, mode, filter))
+
+    def list_documents(
+        self, collection: str | None = None, *, limit: int = 50, offset: int = 0
+    ) -> KnowledgeDocumentsPage:
+        return self._send(_list_documents(collection, limit, offset))
+
+    def get_document(self, document_id: str, collection: str | None = None) -> KnowledgeDocument | None:
+        return _unless_missing(lambda: self._send(_get_document(document_id, collection)))

@@ -34,6 +34,7 @@ from producers.models import (
 from producers.outbox import OutboxRelay
 from producers.publisher import EventPublisher
 from producers.requests import Committed, commit_once, event_ids, wait_positions
+from producers.router import routed
 from schemas import (
     DocumentDeleted,
     DocumentUpserted,
@@ -133,7 +134,9 @@ async def enqueue_rollouts(
             (RolloutEnqueued(rollout_id=rollout_id, **_fields(item, "rollout_id"), **envelope), _digest(item))
             for item, rollout_id in zip(items, ids, strict=True)
         ]
-        fresh = await reserve_rollouts(conn, publisher, planned)
+        # The router pins rollouts naming a task kind to an agent type; its decisions commit with the rollouts.
+        planned, decisions = await routed(getattr(request.app.state, "router", None), conn, planned)
+        fresh = await reserve_rollouts(conn, publisher, planned, decisions)
         # A retried request's rollouts (not fresh) are answered with what was stored the first time.
         retried = [i for i in ids if i not in fresh]
         stored = await stored_rollouts(conn, publisher, retried) if retried else {}

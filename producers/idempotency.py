@@ -21,10 +21,10 @@ from producers import outbox
 from producers.errors import IdempotencyConflict
 from producers.lifecycle import insert_rollouts
 from projections.migrations import load_package_migrations, migrate
-from schemas import Position, RolloutEnqueued, decode, encode
+from schemas import Event, Position, RolloutEnqueued, decode, encode
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Mapping, Sequence
 
     from psycopg import AsyncConnection
     from pydantic import BaseModel
@@ -72,13 +72,18 @@ async def ids_for_key(conn: AsyncConnection[Any], key: str, digest: str, propose
 
 
 async def reserve_rollouts(
-    conn: AsyncConnection[Any], publisher: EventPublisher, planned: Sequence[tuple[RolloutEnqueued, str]]
+    conn: AsyncConnection[Any],
+    publisher: EventPublisher,
+    planned: Sequence[tuple[RolloutEnqueued, str]],
+    companions: Mapping[str, Event] | None = None,
 ) -> dict[str, int]:
     """Store each planned (event, request digest) unless its rollout id exists already; returns the new ids, each
     with the outbox row of its event.
 
     In the same transaction, each new rollout enters the lifecycle write model's queue and its event the outbox,
     so the rollout is enqueued exactly once and its event published by the relay, never by this request.
+    ``companions`` (by rollout id, such as the router's decision) of new rollouts only enter the outbox, before
+    the rollouts' events: a retried request records none again, and a read after the rollout's position sees them.
 
     Raises:
         IdempotencyConflict: a rollout id exists for a different request; nothing is stored.
@@ -103,6 +108,8 @@ async def reserve_rollouts(
                 + (f" (and {len(clashes) - 1} more)" if len(clashes) > 1 else "")
             )
         new = [e for e, _ in planned if e.rollout_id in fresh]
+        extra = companions or {}
+        await outbox.append(conn, publisher, [extra[e.rollout_id] for e in new if e.rollout_id in extra])
         outbox_ids = await _enter_outbox(conn, publisher, new)
     return {e.rollout_id: outbox_id for e, outbox_id in zip(new, outbox_ids, strict=True)}
 

@@ -32,6 +32,7 @@ from aiokafka.errors import KafkaConnectionError, KafkaError, UnknownError, Unsu
 
 from producers.errors import BrokerUnavailable, EventTooLarge, PublisherClosed, PublishError
 from producers.handover import Handed, Record, all_failed, hand_batches, hand_records, settled
+from producers.metrics import count_published, record_type
 from producers.partitioning import KeyPartitions
 from schemas import TOPIC_BY_EVENT, Position
 from schemas.codec import encode_headers, encode_value
@@ -189,7 +190,9 @@ class EventPublisher:
             event = events[index]
             return self._topics[type(event)], event.key(), values[index], encode_headers(event)
 
-        return await self._publish(record_at, len(values))
+        positions = await self._publish(record_at, len(values))
+        count_published(event.type for event in events)
+        return positions
 
     def record_of(self, event: Event) -> Record:
         """The Kafka record of ``event``: its topic (with prefix), key, JSON value and CloudEvents headers."""
@@ -212,7 +215,9 @@ class EventPublisher:
 
     async def publish_records(self, records: Sequence[Record]) -> list[Position]:
         """Send encoded records; retriable failures are resent until the retry budget is spent."""
-        return await self._publish(records.__getitem__, len(records))
+        positions = await self._publish(records.__getitem__, len(records))
+        count_published(map(record_type, records))
+        return positions
 
     async def _publish(self, record_at: Callable[[int], Record], count: int) -> list[Position]:
         """Send records 0 to ``count - 1`` (``record_at`` builds each), then resend the retriable failures."""

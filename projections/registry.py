@@ -25,6 +25,11 @@ BUILTIN = (
     "projections.archive:PROJECTION",
     "projections.resources:PROJECTION",
     "projections.workers:PROJECTION",
+    "projections.knowledge:PROJECTION",
+    "projections.knowledge_memory:PROJECTION",
+    "projections.spans:PROJECTION",
+    "projections.triplets:PROJECTION",
+    "projections.router:PROJECTION",
 )
 
 _registered: dict[str, Projection] = {}

@@ -8,13 +8,15 @@ from schemas.attempts import AttemptEndStatus, AttemptFinished, AttemptHeartbeat
 from schemas.catalog import ANY_EVENT, EVENT_BY_TYPE, EVENT_TYPES, TOPIC_BY_EVENT, AnyEvent
 from schemas.codec import decode, decode_dict, encode
 from schemas.errors import DecodeError, MalformedEvent, UnknownEventType
-from schemas.knowledge import DocumentDeleted, DocumentUpserted
+from schemas.knowledge import ChunksEmbedded, ContextRetrieved, DocumentDeleted, DocumentUpserted, EmbeddedChunk
 from schemas.position import InvalidPositionToken, Position, parse_token, to_token
 from schemas.resources import LLMResource, PromptTemplateResource, ProxyLLMResource, Resource, ResourcesPublished
 from schemas.rewards import RewardAssigned
 from schemas.rollouts import RolloutCancelled, RolloutConfig, RolloutEnqueued, RolloutMode, RolloutRequeued
+from schemas.router import RouterAssigned, RouterPolicy
 from schemas.spans import SpanEvent, SpanLink, SpanRecorded, SpanStatus
 from schemas.topics import TOPICS, TopicSpec
+from schemas.traces import SpanUnattached
 from schemas.transitions import TERMINAL_STATUSES, AttemptStatus, RolloutStatus, RolloutTransitioned
 from schemas.workers import WorkerDeregistered, WorkerHeartbeat, WorkerRegistered
 
@@ -31,9 +33,12 @@ __all__ = [
     "AttemptHeartbeat",
     "AttemptStarted",
     "AttemptStatus",
+    "ChunksEmbedded",
+    "ContextRetrieved",
     "DecodeError",
     "DocumentDeleted",
     "DocumentUpserted",
+    "EmbeddedChunk",
     "ErrorInfo",
     "Event",
     "InvalidPositionToken",
@@ -52,10 +57,13 @@ __all__ = [
     "RolloutRequeued",
     "RolloutStatus",
     "RolloutTransitioned",
+    "RouterAssigned",
+    "RouterPolicy",
     "SpanEvent",
     "SpanLink",
     "SpanRecorded",
     "SpanStatus",
+    "SpanUnattached",
     "TopicSpec",
     "UnknownEventType",
     "WorkerDeregistered",

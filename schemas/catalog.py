@@ -9,11 +9,13 @@ from pydantic import Field, TypeAdapter
 from schemas import topics
 from schemas._base import Event
 from schemas.attempts import AttemptFinished, AttemptHeartbeat, AttemptStarted
-from schemas.knowledge import DocumentDeleted, DocumentUpserted
+from schemas.knowledge import ChunksEmbedded, ContextRetrieved, DocumentDeleted, DocumentUpserted
 from schemas.resources import ResourcesPublished
 from schemas.rewards import RewardAssigned
 from schemas.rollouts import RolloutCancelled, RolloutEnqueued, RolloutRequeued
+from schemas.router import RouterAssigned
 from schemas.spans import SpanRecorded
+from schemas.traces import SpanUnattached
 from schemas.transitions import RolloutTransitioned
 from schemas.workers import WorkerDeregistered, WorkerHeartbeat, WorkerRegistered
 
@@ -23,6 +25,7 @@ TOPIC_BY_EVENT: dict[type[Event], topics.TopicSpec] = {
     RolloutCancelled: topics.ROLLOUTS,
     RolloutRequeued: topics.ROLLOUTS,
     RolloutTransitioned: topics.ROLLOUTS,
+    RouterAssigned: topics.ROLLOUTS,
     AttemptStarted: topics.ATTEMPTS,
     AttemptHeartbeat: topics.ATTEMPTS,
     AttemptFinished: topics.ATTEMPTS,
@@ -31,9 +34,12 @@ TOPIC_BY_EVENT: dict[type[Event], topics.TopicSpec] = {
     ResourcesPublished: topics.RESOURCES,
     DocumentUpserted: topics.KNOWLEDGE,
     DocumentDeleted: topics.KNOWLEDGE,
+    ChunksEmbedded: topics.KNOWLEDGE,
+    ContextRetrieved: topics.ATTEMPTS,
     WorkerRegistered: topics.WORKERS,
     WorkerHeartbeat: topics.WORKERS,
     WorkerDeregistered: topics.WORKERS,
+    SpanUnattached: topics.TRACES,
 }
 
 EVENT_TYPES: tuple[type[Event], ...] = tuple(TOPIC_BY_EVENT)
@@ -44,6 +50,7 @@ AnyEvent = Annotated[
     | RolloutCancelled
     | RolloutRequeued
     | RolloutTransitioned
+    | RouterAssigned
     | AttemptStarted
     | AttemptHeartbeat
     | AttemptFinished
@@ -52,9 +59,12 @@ AnyEvent = Annotated[
     | ResourcesPublished
     | DocumentUpserted
     | DocumentDeleted
+    | ChunksEmbedded
+    | ContextRetrieved
     | WorkerRegistered
     | WorkerHeartbeat
-    | WorkerDeregistered,
+    | WorkerDeregistered
+    | SpanUnattached,
     Field(discriminator="type"),
 ]
 ANY_EVENT: TypeAdapter[AnyEvent] = TypeAdapter(AnyEvent)
@@ -79,6 +89,10 @@ ROLES: dict[type[Event], tuple[str, str]] = {
         "lifecycle decider (claims, runner reports, watchdog, cancel), through the outbox",
         "rollouts projection (statuses)",
     ),
+    RouterAssigned: (
+        "command API `POST /v1/rollouts` (a rollout naming a `task_kind`), through the outbox",
+        "router projection",
+    ),
     AttemptStarted: ("lifecycle decider (a claim), through the outbox", "rollouts projection (attempts)"),
     AttemptHeartbeat: ("lifecycle decider (a runner's heartbeat), through the outbox", "rollouts projection"),
     AttemptFinished: ("lifecycle decider (runner report, watchdog, cancel), through the outbox", "rollouts projection"),
@@ -87,7 +101,13 @@ ROLES: dict[type[Event], tuple[str, str]] = {
     ResourcesPublished: ("command API `POST /v1/resources`, SDK, algorithms", "resources projection, runner"),
     DocumentUpserted: ("command API `POST /v1/knowledge/documents`, SDK", "knowledge indexer (pgvector)"),
     DocumentDeleted: ("command API `DELETE /v1/knowledge/documents/{id}`, SDK", "knowledge indexer (pgvector)"),
+    ChunksEmbedded: ("knowledge indexer (`agl knowledge indexer`)", "knowledge projection (pgvector, full text)"),
+    ContextRetrieved: ("runner, before the agent starts (`knowledge.context`)", "archive; replays of an attempt"),
     WorkerRegistered: ("runner", "workers projection"),
     WorkerHeartbeat: ("runner", "workers projection"),
     WorkerDeregistered: ("runner", "workers projection"),
+    SpanUnattached: (
+        "OTLP receiver `POST /v1/traces` (spans without rollout and attempt ids), through the outbox",
+        "archive (`archive_g<N>.events`); any consumer of the traces topic",
+    ),
 }

@@ -36,8 +36,11 @@ REWARDS = TopicSpec("agl.rewards.v1", 4, "rollout_id", description="rewards assi
 RESOURCES = TopicSpec("agl.resources.v1", 1, "resources_id", description="versioned resources published")
 KNOWLEDGE = TopicSpec("agl.knowledge.v1", 4, "document_id", description="knowledge documents upserted, deleted")
 WORKERS = TopicSpec("agl.workers.v1", 1, "worker_id", description="worker lifecycle and heartbeats")
+TRACES = TopicSpec(
+    "agl.traces.v1", 4, "trace_id", description="OpenTelemetry spans that name no rollout (unattached traces)"
+)
 
-TOPICS: tuple[TopicSpec, ...] = (META, ROLLOUTS, ATTEMPTS, SPANS, REWARDS, RESOURCES, KNOWLEDGE, WORKERS)
+TOPICS: tuple[TopicSpec, ...] = (META, ROLLOUTS, ATTEMPTS, SPANS, REWARDS, RESOURCES, KNOWLEDGE, WORKERS, TRACES)
 
 
 #: Round trips of `agl smoke`; kept for a day only, since these records are not events.

@@ -5,8 +5,12 @@
 2. Enqueue the example task set (`examples/math_tasks.jsonl`) through the API.
 3. Run `agl runner` with the example agent (`examples/math_agent.py`): it claims the rollouts, asks the LLM,
    grades the answer, reports spans, the reward and the outcome.
-4. Wait until every rollout has ended, print a table (status, attempts, reward, latency), and stop everything
-   with SIGINT, as Ctrl-C would.
+4. Wait until every rollout has ended, print a table (status, attempts, reward, latency, and the training
+   triplet each LLM call became: token ids and reward), export the triplets to Parquet, and stop everything with
+   SIGINT, as Ctrl-C would.
+
+The agent calls the LLM through the API's proxy (the ``proxy_llm`` resource `agl up` publishes), which records
+each call with its token ids; the triplet projection turns those spans and the reward into triplets.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ READY_TIMEOUT_S = 900  # the first run downloads Apache Kafka's jars from Maven 
 TASKS = REPO / "examples" / "math_tasks.jsonl"
 AGENT = "examples.math_agent:math_agent"
 WAIT_S = 600
+EXPORT = REPO / ".agl" / "demo-triplets.parquet"
 
 
 def start_stack() -> tuple[subprocess.Popen[str], str | None]:
@@ -81,23 +86,54 @@ def latency_s(rollout: dict[str, Any]) -> float | None:
     return (ended - enqueued).total_seconds()
 
 
+def triplets_of(api: httpx.Client, rollout_id: str, reward: float | None) -> list[dict[str, Any]]:
+    """The rollout's triplets, once the triplet projection has its spans and reward (a moment after its end)."""
+    deadline = time.monotonic() + 30
+    rows: list[dict[str, Any]] = []
+    while time.monotonic() < deadline:
+        rows = api.get(f"/v1/rollouts/{rollout_id}/triplets").json().get("items", [])
+        if rows and (reward is None or all(r["reward"] is not None for r in rows)):
+            break
+        time.sleep(0.2)
+    return rows
+
+
 def table(api: httpx.Client, enqueued: list[tuple[str, dict[str, Any]]]) -> list[dict[str, Any]]:
     rows = []
-    print(f"\n{'rollout':<38} {'question':<22} {'status':<10} {'attempts':>8} {'reward':>7} {'latency':>8}")
+    print(f"\n{'rollout':<38} {'question':<22} {'status':<10} {'attempts':>8} {'reward':>7} {'latency':>8}"
+          f" {'triplets':>8} {'tokens in/out':>13}")  # fmt: skip
     for rollout_id, task in enqueued:
         rollout = api.get(f"/v1/rollouts/{rollout_id}").json()
         reward = reward_of(api, rollout_id)
         latency = latency_s(rollout)
-        rows.append({**rollout, "reward": reward})
+        triplets = triplets_of(api, rollout_id, reward)
+        tokens = "/".join(f"{len(t['prompt_token_ids'])}:{len(t['response_token_ids'])}" for t in triplets)
+        rows.append({**rollout, "reward": reward, "triplets": triplets})
         print(
             f"{rollout_id:<38} {str(task.get('question', task))[:22]:<22} {rollout['status']:<10} "
             f"{rollout['attempt_count']:>8} {'-' if reward is None else f'{reward:.1f}':>7} "
-            f"{'-' if latency is None else f'{latency:.1f}s':>8}"
+            f"{'-' if latency is None else f'{latency:.1f}s':>8} {len(triplets):>8} {tokens or '-':>13}"
         )
     succeeded = sum(r["status"] == "succeeded" for r in rows)
     rewarded = [r["reward"] for r in rows if r["reward"] is not None]
     mean = sum(rewarded) / len(rewarded) if rewarded else 0.0
-    print(f"\n{succeeded} of {len(rows)} rollouts succeeded; mean reward {mean:.2f} over {len(rewarded)} rewards\n")
+    trained = sum(len(r["triplets"]) for r in rows)
+    print(f"\n{succeeded} of {len(rows)} rollouts succeeded; mean reward {mean:.2f} over {len(rewarded)} rewards; "
+          f"{trained} training triplets with token ids\n")  # fmt: skip
+    return rows
+
+
+def export(api: httpx.Client) -> int:
+    """Download every triplet as Parquet (streamed by the API); how many rows the file holds."""
+    import pyarrow.parquet as pq
+
+    EXPORT.parent.mkdir(parents=True, exist_ok=True)
+    with api.stream("GET", "/v1/triplets/export", params={"format": "parquet"}) as answer, EXPORT.open("wb") as out:
+        answer.raise_for_status()
+        for chunk in answer.iter_bytes():
+            out.write(chunk)
+    rows = pq.ParquetFile(EXPORT).metadata.num_rows
+    print(f"demo: {rows} triplets exported to {EXPORT.relative_to(REPO)} (Parquet)")
     return rows
 
 
@@ -117,8 +153,12 @@ def run_demo(api_url: str) -> int:
             runner.send_signal(signal.SIGTERM)  # drains: nothing is running any more
             runner.wait(timeout=60)
         rows = table(api, enqueued)
+        exported = export(api)
         if ended < len(enqueued):
             print(f"demo: only {ended} of {len(enqueued)} rollouts ended within {WAIT_S}s", file=sys.stderr)
+            return 1
+        if not all(r["triplets"] and r["triplets"][0]["prompt_token_ids"] for r in rows) or exported < len(rows):
+            print("demo: a rollout has no triplet with token ids", file=sys.stderr)
             return 1
         return 0 if all(r["status"] == "succeeded" for r in rows) else 1
 

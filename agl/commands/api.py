@@ -16,7 +16,12 @@ def run(_: argparse.Namespace) -> int:
 
     from agl.app import create_app
     from agl.config import Settings
+    from agl.observability.logs import configure_logging
 
     settings = Settings()
-    uvicorn.run(create_app(settings), host=settings.api_host, port=settings.api_port, log_level="warning")
+    configure_logging(settings.log_format, settings.log_level)
+    # log_config=None: uvicorn's loggers go through our handler (one format, with correlation ids).
+    uvicorn.run(
+        create_app(settings), host=settings.api_host, port=settings.api_port, log_level="warning", log_config=None
+    )
     return 0

@@ -28,6 +28,15 @@ def register(subparsers: Any) -> None:
         help="when the broker's log was reset and cannot be restored exactly: accept the loss, start the read "
         "models over (the event archive is always kept)",
     )
+    up.add_argument(
+        "--agents",
+        nargs="?",
+        const=True,
+        default=False,
+        type=Path,
+        metavar="CONFIG",
+        help="also run the agent pools (`agl agents up`), from CONFIG or the shipped agents.toml",
+    )
     up.set_defaults(func=cmd_up)
     down = subparsers.add_parser("down", help="stop the stack running on the data directory")
     _data_dir_flag(down)
@@ -59,7 +68,7 @@ def cmd_up(args: argparse.Namespace) -> int:
 
     settings = _settings(args)
     try:
-        stack = Stack(settings, broker=args.broker, accept_log_reset=args.accept_log_reset)
+        stack = Stack(settings, broker=args.broker, accept_log_reset=args.accept_log_reset, agents=args.agents)
         return asyncio.run(_up(stack))
     except AlreadyRunningError as e:
         # The wanted state holds already: report it rather than start a twin.

@@ -44,6 +44,7 @@ SLOT_CONTEXT = 4096
 LLM_STATE_FILE = "llm.json"
 DEFAULT_RESOURCES_ID = "default"
 DEFAULT_RESOURCE_NAME = "llm"
+PROXY_RESOURCE_NAME = "proxy_llm"
 
 
 def model_path() -> Path:
@@ -172,6 +173,7 @@ class LLMMemo:
     model: str | None = None
     api_key_ref: str | None = None
     log_epoch: str | None = None
+    proxy_endpoint: str | None = None
     resources_version: int | None = None
 
 
@@ -219,24 +221,33 @@ async def publish_default_resources(
     *, api_url: str, database_url: str, data_dir: Path, endpoint: str, model: str, api_key_ref: str | None,
     log_epoch: str | None,
 ) -> int | None:  # fmt: skip
-    """Publish ``default`` = {``llm``: endpoint, model} unless our last publication is still the latest version.
+    """Publish ``default`` = {``llm``: endpoint, model; ``proxy_llm``: the same model through the API's LLM proxy}
+    unless our last publication is still the latest version.
 
-    "Still the latest" needs three things: the memo names the same endpoint, model, key reference and broker log
+    "Still the latest" needs three things: the memo names the same endpoint, model, key reference, API and broker log
     (a reset log lost the event), and the command API handed out no version of ``default`` since ours.
     Returns the version published, or None when nothing needed publishing.
     """
     from producers.client import AsyncClient
-    from schemas.resources import LLMResource
+    from schemas.resources import LLMResource, ProxyLLMResource, Resource
 
     memo = read_memo(data_dir)
-    wanted = (endpoint, model, api_key_ref, log_epoch)
-    ours_latest = (memo.endpoint, memo.model, memo.api_key_ref, memo.log_epoch) == wanted and memo.resources_version
-    if ours_latest and await latest_default_version(database_url) == memo.resources_version:
+    wanted = (endpoint, model, api_key_ref, log_epoch, api_url)
+    ours = (memo.endpoint, memo.model, memo.api_key_ref, memo.log_epoch, memo.proxy_endpoint)
+    if (
+        ours == wanted
+        and memo.resources_version
+        and await latest_default_version(database_url) == memo.resources_version
+    ):
         return None
-    resource = LLMResource(endpoint=endpoint, model=model, api_key_ref=api_key_ref)
+    resources: dict[str, Resource] = {
+        DEFAULT_RESOURCE_NAME: LLMResource(endpoint=endpoint, model=model, api_key_ref=api_key_ref),
+        # The same model through the API's LLM proxy, which records every call with its token ids.
+        PROXY_RESOURCE_NAME: ProxyLLMResource(endpoint=api_url, model=model),
+    }
     async with AsyncClient(api_url) as client:
-        answer = await client.publish_resources({DEFAULT_RESOURCE_NAME: resource}, resources_id=DEFAULT_RESOURCES_ID)
-    memo.endpoint, memo.model, memo.api_key_ref, memo.log_epoch = wanted
+        answer = await client.publish_resources(resources, resources_id=DEFAULT_RESOURCES_ID)
+    memo.endpoint, memo.model, memo.api_key_ref, memo.log_epoch, memo.proxy_endpoint = wanted
     memo.resources_version = answer.resources_version
     write_memo(data_dir, memo)
     return answer.resources_version

@@ -43,6 +43,7 @@ from schemas.topics import INTERNAL_TOPICS, META, TOPICS
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
+    from pathlib import Path
 
     from agl.config import BrokerChoice, Settings
 
@@ -50,7 +51,9 @@ log = logging.getLogger(__name__)
 
 TANSU_WARNING = "warning: Tansu keeps its whole history in memory: stopping the stack loses every topic and record"
 #: Projections `agl up` keeps up to date, each in its own supervised process.
-PROJECTION_WORKERS = ("rollouts", "archive", "resources", "workers")
+PROJECTION_WORKERS = (
+    "rollouts", "archive", "resources", "workers", "spans", "triplets", "knowledge", "memories", "router",
+)  # fmt: skip
 #: A service that crashes more often than this within a minute is not restarted again.
 MAX_RESTARTS_PER_MINUTE = 5
 
@@ -91,8 +94,11 @@ class Stack:
         *,
         broker: BrokerChoice | None = None,
         accept_log_reset: bool = False,
+        agents: Path | bool = False,
     ) -> None:
         self.settings = settings
+        #: ``agl up --agents [CONFIG]``: the agent pools to run as one more supervised child (True: the shipped pools).
+        self.agents = agents
         self.broker_choice = choose_broker(settings, broker)
         self.accept_log_reset = accept_log_reset
         self.data_dir = settings.data_dir
@@ -179,7 +185,15 @@ class Stack:
             )
         await self.attached.sync(force=True)
         await self.start_service(ServiceSpec("watchdog", [sys.executable, "-m", "agl", "watchdog"]))
+        await self.start_service(
+            ServiceSpec("knowledge-indexer", [sys.executable, "-m", "agl", "knowledge", "indexer"])
+        )
         await self._publish_default_llm()
+        if self.agents is not False:
+            # After the LLM is published: the agents call it through the proxy from their first task.
+            config = [] if self.agents is True else ["--config", str(self.agents)]
+            argv = [sys.executable, "-m", "agl", "agents", "up", "--api", self.api_url, "--drain-grace", "10", *config]
+            await self.start_service(ServiceSpec("agents", argv))
         self._write_state()
 
     def _infra(self) -> tuple[ApacheKafka | Tansu | EmbeddedPostgres | EmbeddedLLM | None, ...]:

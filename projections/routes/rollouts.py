@@ -11,6 +11,7 @@ from pydantic import BaseModel, Field
 from producers.http import ErrorAnswer
 from projections.reading import READ_RESPONSES, reading
 from projections.rollouts import PROJECTION, AttemptRow, RolloutRow, get_attempts, get_rollout, list_rollouts
+from projections.routes.agents import waiting_reason
 from projections.routes.waiting import wait_after
 from schemas import RolloutMode, RolloutStatus
 from schemas.bounds import BIGINT_MAX, ID_PATTERN, Id
@@ -57,6 +58,9 @@ class RolloutOut(BaseModel):
 
 class RolloutDetail(RolloutOut):
     attempts: list[AttemptOut]
+    waiting: str | None = Field(
+        default=None, description="a queued rollout: why it waits (e.g. no healthy worker has a capability it needs)"
+    )
 
 
 class RolloutPage(BaseModel):
@@ -130,7 +134,8 @@ async def get_route(
         raise HTTPException(404, f"no rollout {rollout_id!r}")
     row, attempts = found
     latest = next((a for a in attempts if a.attempt_id == row.latest_attempt_id), None)
-    return RolloutDetail(**_out(row, latest).model_dump(), attempts=[_attempt(a) for a in attempts])
+    waiting = await waiting_reason(request, rollout_id) if row.status in ("queuing", "requeuing") else None
+    return RolloutDetail(**_out(row, latest).model_dump(), attempts=[_attempt(a) for a in attempts], waiting=waiting)
 
 
 @router.get(

@@ -79,8 +79,9 @@ async def test_reports_survive_a_failing_network_in_order_with_the_same_ids(app,
     assert rollout["status"] == "succeeded" and len(rollout["attempts"]) == 1
     # The spans batch whose answer was lost was resent with the same Idempotency-Key: the API answered it with
     # the first request's events and published nothing new, so each span is on the log once.
-    spans = await events_of(kafka_bootstrap, kafka_topics, SpanRecorded, "ro-cutoff", count=2)
-    assert len(spans) == 2 and len({s.span_id for s in spans}) == 2
+    # The agent's two returned spans and the annotation span its emit_reward traced.
+    spans = await events_of(kafka_bootstrap, kafka_topics, SpanRecorded, "ro-cutoff", count=3)
+    assert len(spans) == 3 and len({s.span_id for s in spans}) == 3
     assert {s.attempt_id for s in spans} == {record.attempt_id}
     rewards = await events_of(kafka_bootstrap, kafka_topics, RewardAssigned, "ro-cutoff", count=1)
     assert [(r.value, r.attempt_id) for r in rewards] == [(0.75, record.attempt_id)]

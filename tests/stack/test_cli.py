@@ -91,7 +91,9 @@ def test_up_status_twin_and_sigint_leave_nothing_behind(tmp_path):
     env = stack_env(tmp_path / "d", AGL_BROKER="tansu")
     up = Up(env)
     pids = child_pids(tmp_path / "d")
-    assert len(pids) == 5 + len(PROJECTION_WORKERS), "broker, postgres, llm, api, watchdog and each projection"
+    assert len(pids) == 6 + len(PROJECTION_WORKERS), (
+        "broker, postgres, llm, api, watchdog, knowledge indexer and each projection"
+    )
     status = agl(env, "status")
     assert status.returncode == 0, status.stdout + status.stderr
     for component in ("broker", "postgres", "api", "llm", "projection"):

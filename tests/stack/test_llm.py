@@ -23,7 +23,7 @@ from agl.stack._process import free_port, port_is_free
 from agl.stack.llm import EmbeddedLLM, publish_default_resources, read_memo
 from agl.stack.state import read_state
 from producers.client import AsyncClient, RetryPolicy
-from schemas import LLMResource, ResourcesPublished, decode
+from schemas import LLMResource, ProxyLLMResource, ResourcesPublished, decode
 from schemas.topics import RESOURCES
 from tests.fixtures.records import read_records
 from tests.producers.test_client import serving
@@ -207,6 +207,8 @@ async def test_default_resources_are_published_once_per_endpoint_and_model(
     assert {e.resources_id for e in events} == {"default"}
     last = events[-1].resources["llm"]
     assert isinstance(last, LLMResource) and (last.endpoint, last.model) == ("http://127.0.0.1:1/v1", "m2")
+    proxy = events[-1].resources["proxy_llm"]  # the same model through this API's LLM proxy
+    assert isinstance(proxy, ProxyLLMResource) and (proxy.endpoint, proxy.model) == (api_url, "m2")
 
 
 @pytest.mark.slow

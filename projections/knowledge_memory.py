@@ -1,0 +1,117 @@
+"""The memories read model: agent memories (knowledge documents of ``memory.*`` collections) with their recorded
+vectors, and the rewards of the rollouts that wrote them, for consolidation (``knowledge.consolidation``).
+
+It applies ``knowledge.document_upserted`` of memory collections (text, kind, provenance, when it was written),
+their ``knowledge.chunks_embedded`` (the vector of a memory is the mean of its chunks' recorded vectors: no
+embedder is called), ``knowledge.document_deleted`` of them, and every ``reward.assigned`` (summed per rollout).
+A memory takes part in consolidation once its vector is in. The newest version of a memory wins; a deleted
+version never comes back.
+"""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from psycopg.types.json import Jsonb
+
+from knowledge.consolidation import MemoryItem
+from projections.base import Envelope, Projection
+from projections.migrations import load_package_migrations
+from schemas import ChunksEmbedded, DocumentDeleted, DocumentUpserted, RewardAssigned
+from schemas.topics import KNOWLEDGE, REWARDS
+
+if TYPE_CHECKING:
+    from psycopg import AsyncConnection
+
+MEMORY_PREFIX = "memory."
+
+
+def _vector(event: ChunksEmbedded) -> bytes:
+    rows = [np.frombuffer(base64.b64decode(c.vector), dtype="<f4") for c in event.chunks]
+    mean = np.mean(rows, axis=0) if rows else np.zeros(event.dimension, dtype=np.float32)
+    return np.asarray(mean, dtype="<f4").tobytes()
+
+
+async def apply(envelopes: Sequence[Envelope], conn: AsyncConnection[Any]) -> None:
+    for envelope in envelopes:
+        e = envelope.event
+        if isinstance(e, RewardAssigned):
+            await conn.execute(
+                "INSERT INTO memory_rewards VALUES (%s, %s, 1) ON CONFLICT (rollout_id) DO UPDATE SET "
+                "reward_sum = memory_rewards.reward_sum + EXCLUDED.reward_sum, "
+                "reward_count = memory_rewards.reward_count + 1",
+                (e.rollout_id, e.value),
+            )
+        elif isinstance(e, DocumentDeleted) and e.collection.startswith(MEMORY_PREFIX):
+            key = (e.collection, e.document_id)
+            await conn.execute(
+                "INSERT INTO memory_deleted SELECT collection, memory_id, version FROM memory_items "
+                "WHERE collection = %s AND memory_id = %s "
+                "ON CONFLICT (collection, memory_id) DO UPDATE SET through = EXCLUDED.through",
+                key,
+            )
+            await conn.execute("DELETE FROM memory_items WHERE collection = %s AND memory_id = %s", key)
+        elif isinstance(e, DocumentUpserted) and e.collection.startswith(MEMORY_PREFIX):
+            # Versions only grow; a deleted version stays deleted (a later one may come). The vector comes with
+            # the version's chunks.
+            await conn.execute(
+                "INSERT INTO memory_items SELECT %s, %s, %s, %s, %s, %s, %s, %s, NULL "
+                "WHERE NOT EXISTS (SELECT 1 FROM memory_deleted "
+                "WHERE collection = %s AND memory_id = %s AND through >= %s) "
+                "ON CONFLICT (collection, memory_id) DO UPDATE SET version = EXCLUDED.version, text = EXCLUDED.text, "
+                "kind = EXCLUDED.kind, rollout_id = EXCLUDED.rollout_id, metadata = EXCLUDED.metadata, "
+                "occurred_at = EXCLUDED.occurred_at, vector = NULL "
+                "WHERE memory_items.version < EXCLUDED.version",
+                (
+                    e.collection, e.document_id, e.document_version, e.text,
+                    str(e.metadata.get("kind", "semantic")), _str_or_none(e.metadata.get("rollout_id")),
+                    Jsonb(e.metadata), e.occurred_at, e.collection, e.document_id, e.document_version,
+                ),
+            )  # fmt: skip
+        elif isinstance(e, ChunksEmbedded) and e.collection.startswith(MEMORY_PREFIX) and e.part == 0:
+            # A memory is short: its first part carries it. Only the version the row holds takes the vector.
+            await conn.execute(
+                "UPDATE memory_items SET vector = %s WHERE collection = %s AND memory_id = %s AND version = %s",
+                (_vector(e), e.collection, e.document_id, e.document_version),
+            )
+
+
+def _str_or_none(value: Any) -> str | None:
+    return value if isinstance(value, str) else None
+
+
+PROJECTION = Projection(
+    name="memories",
+    version=1,
+    topics=(KNOWLEDGE, REWARDS),
+    event_types=frozenset({DocumentUpserted, ChunksEmbedded, DocumentDeleted, RewardAssigned}),
+    migrations=tuple(load_package_migrations("projections", "sql/knowledge_memory")),
+    apply=apply,
+    tables=("memory_items", "memory_deleted", "memory_rewards"),
+    lock_keys=True,
+    description="agent memories with recorded vectors and rollout rewards (GET /v1/memory/{agent_id})",
+)
+
+
+# -- read queries (run with search_path at the active generation) --------------------------------------------------
+async def memories_of(conn: AsyncConnection[Any], collection: str) -> tuple[list[MemoryItem], dict[str, float]]:
+    """The memories of one collection, and the mean reward of each rollout that wrote one."""
+    cur = await conn.execute(
+        "SELECT memory_id, text, kind, rollout_id, occurred_at, vector FROM memory_items "
+        "WHERE collection = %s AND vector IS NOT NULL",
+        (collection,),
+    )
+    items = [
+        MemoryItem(memory_id, text, kind, rollout_id, occurred_at, np.frombuffer(vector, dtype="<f4").copy())
+        for memory_id, text, kind, rollout_id, occurred_at, vector in await cur.fetchall()
+    ]
+    cur = await conn.execute(
+        "SELECT r.rollout_id, r.reward_sum / r.reward_count FROM memory_rewards r "
+        "WHERE r.rollout_id IN (SELECT rollout_id FROM memory_items WHERE collection = %s)",
+        (collection,),
+    )
+    rewards = {str(rollout): float(mean) for rollout, mean in await cur.fetchall()}
+    return items, rewards

@@ -15,14 +15,20 @@ import os
 import tempfile
 import uuid
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import cast
+
+import psycopg
 
 from agl.config import KAFKA_VERSION, BrokerChoice, Settings
 from agl.stack._process import free_port
 from agl.stack.brokers import ApacheKafka, Tansu, java_available
 from agl.stack.postgres import EmbeddedPostgres
 from agl.stack.stack import Stack
+from producers.admin import ensure_topics
+from projections.migrations import migrate_core
+from schemas.topics import TOPICS
 
 REPO = Path(__file__).resolve().parents[1]
 KAFKA_LIBS = REPO / ".agl" / "cache" / f"kafka-{KAFKA_VERSION}"
@@ -64,6 +70,27 @@ async def temporary_services(choice: str) -> AsyncIterator[tuple[str, str, str]]
     with tempfile.TemporaryDirectory(prefix="agl-bench-") as tmp:
         async with services(choice, Path(tmp)) as started:
             yield started
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """Services ready for a benchmark's events: topics under a fresh prefix, the core migrations run."""
+
+    bootstrap: str
+    database_url: str
+    kind: str
+    prefix: str
+
+
+@contextlib.asynccontextmanager
+async def prepared_services(choice: str) -> AsyncIterator[Prepared]:
+    """:func:`temporary_services` with this run's topics created (a prefix of its own) and the core migrations run."""
+    async with temporary_services(choice) as (bootstrap, database_url, kind):
+        prefix = f"bench{uuid.uuid4().hex[:6]}."
+        await ensure_topics(bootstrap, TOPICS, prefix=prefix)
+        async with await psycopg.AsyncConnection.connect(database_url, autocommit=True) as conn:
+            await migrate_core(conn)
+        yield Prepared(bootstrap, database_url, kind, prefix)
 
 
 @contextlib.asynccontextmanager

@@ -18,29 +18,23 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gzip
-import shutil
 import sys
-import tempfile
 import time
 import uuid
 from pathlib import Path
 
 import httpx
-import psycopg
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, ArrayValue, KeyValue
 from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Span
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench._stack import services
+from bench._stack import prepared_services
 from bench.publish import api_process, run_publisher
-from producers.admin import ensure_topics
 from producers.otlp_spans import map_request
 from producers.publisher import EventPublisher
-from projections.migrations import migrate_core
 from schemas import SpanRecorded
-from schemas.topics import TOPICS
 
 BATCH = 512
 T0_NS = 1_767_225_600 * 10**9  # 2026-01-01
@@ -130,24 +124,17 @@ async def main_async(args: argparse.Namespace) -> None:
     print(f"workload: {batches} requests of {BATCH} spans, {sum(map(len, bodies)) / len(bodies) / 1024:.0f} KiB "
           f"gzipped each", flush=True)  # fmt: skip
     events = published_events(requests)
-    workdir = Path(tempfile.mkdtemp(prefix="agl-bench-otlp-"))
-    try:
-        async with services(args.broker, workdir) as (bootstrap, database_url, kind):
-            prefix = f"bench{uuid.uuid4().hex[:6]}."
-            await ensure_topics(bootstrap, TOPICS, prefix=prefix)
-            async with await psycopg.AsyncConnection.connect(database_url, autocommit=True) as conn:
-                await migrate_core(conn)
-            async with EventPublisher(bootstrap, topic_prefix=prefix) as publisher:
-                await run_publisher(publisher, events[: min(len(events), 2000)])  # warm
-                publisher_sps = await run_publisher(publisher, events)
-            print(f"broker {kind}: publisher {publisher_sps:,.0f} spans/s", flush=True)
-            async with api_process(bootstrap, database_url, prefix) as url:
-                warm = [gzip.compress(make_request(batches + k).SerializeToString()) for k in range(2)]
-                await post_all(url, warm, 1)  # connections, first numbering; other rollouts than measured
-                otlp_sps = await post_all(url, bodies, args.concurrency)
-            print(f"OTLP: {otlp_sps:,.0f} spans/s accepted", flush=True)
-    finally:
-        shutil.rmtree(workdir, ignore_errors=True)
+    async with prepared_services(args.broker) as ready:
+        bootstrap, database_url, prefix = ready.bootstrap, ready.database_url, ready.prefix
+        async with EventPublisher(bootstrap, topic_prefix=prefix) as publisher:
+            await run_publisher(publisher, events[: min(len(events), 2000)])  # warm
+            publisher_sps = await run_publisher(publisher, events)
+        print(f"broker {ready.kind}: publisher {publisher_sps:,.0f} spans/s", flush=True)
+        async with api_process(bootstrap, database_url, prefix) as url:
+            warm = [gzip.compress(make_request(batches + k).SerializeToString()) for k in range(2)]
+            await post_all(url, warm, 1)  # connections, first numbering; other rollouts than measured
+            otlp_sps = await post_all(url, bodies, args.concurrency)
+        print(f"OTLP: {otlp_sps:,.0f} spans/s accepted", flush=True)
     print(f"otlp_sps={otlp_sps:.0f} publisher_sps={publisher_sps:.0f} ratio={otlp_sps / publisher_sps:.2f}")
 
 

@@ -25,12 +25,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import random
-import shutil
 import statistics
 import sys
-import tempfile
 import time
-import uuid
 from collections.abc import Callable
 from pathlib import Path
 
@@ -39,16 +36,13 @@ import psycopg
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench._stack import services
+from bench._stack import prepared_services
 from bench.publish import api_process
 from bench.rebuild import produce
 from bench.triplets import SPANS_PER_ATTEMPT, make_events
 from consumers.rebuild import Rebuild
-from producers.admin import ensure_topics
-from projections.migrations import migrate_core
 from projections.spans import PROJECTION as SPANS
 from projections.triplets import PROJECTION as TRIPLETS
-from schemas.topics import TOPICS
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -105,27 +99,19 @@ async def main_async(args: argparse.Namespace) -> None:
     rollouts = max(1, args.spans // SPANS_PER_ATTEMPT)
     events = make_events(args.spans)
     print(f"workload: {len(events)} events, {rollouts} rollouts", flush=True)
-    workdir = Path(tempfile.mkdtemp(prefix="agl-bench-queries-"))
-    try:
-        async with services(args.broker, workdir) as (bootstrap, database_url, kind):
-            prefix = f"bench{uuid.uuid4().hex[:6]}."
-            await ensure_topics(bootstrap, TOPICS, prefix=prefix)
-            async with await psycopg.AsyncConnection.connect(database_url, autocommit=True) as conn:
-                await migrate_core(conn)
-            await produce(bootstrap, prefix, events)
-            del events
-            for projection in (SPANS, TRIPLETS):
-                t0 = time.perf_counter()
-                rebuild = Rebuild(projection, bootstrap=bootstrap, database_url=database_url, topic_prefix=prefix)
-                result = await rebuild.run(asyncio.Event())
-                print(f"{projection.name}: {result.events} events built in {time.perf_counter() - t0:.0f}s",
-                      flush=True)  # fmt: skip
-            async with await psycopg.AsyncConnection.connect(database_url, autocommit=True) as conn:
-                await conn.execute("VACUUM ANALYZE")
-            async with api_process(bootstrap, database_url, prefix) as url:
-                samples = await measure(url, rollouts, args.requests)
-    finally:
-        shutil.rmtree(workdir, ignore_errors=True)
+    async with prepared_services(args.broker) as ready:
+        bootstrap, database_url, prefix, kind = ready.bootstrap, ready.database_url, ready.prefix, ready.kind
+        await produce(bootstrap, prefix, events)
+        del events
+        for projection in (SPANS, TRIPLETS):
+            t0 = time.perf_counter()
+            rebuild = Rebuild(projection, bootstrap=bootstrap, database_url=database_url, topic_prefix=prefix)
+            result = await rebuild.run(asyncio.Event())
+            print(f"{projection.name}: {result.events} events built in {time.perf_counter() - t0:.0f}s", flush=True)
+        async with await psycopg.AsyncConnection.connect(database_url, autocommit=True) as conn:
+            await conn.execute("VACUUM ANALYZE")
+        async with api_process(bootstrap, database_url, prefix) as url:
+            samples = await measure(url, rollouts, args.requests)
     print(f"broker {kind}, {args.spans} spans:", flush=True)
     p95 = {}
     for name, values in samples.items():

@@ -43,7 +43,6 @@ import signal
 import subprocess
 import sys
 import time
-import uuid
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import astuple
@@ -59,15 +58,13 @@ from psycopg import sql
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from agl.stack.brokers import java_available
-from bench._stack import temporary_services
+from bench._stack import prepared_services
 from consumers._gc import Collections, gc_paused
 from consumers.alignment import TimeAligned
 from consumers.prefetch import release
 from consumers.rebuild import Progress, Rebuild
 from consumers.worker import FETCH_SETTINGS
-from producers.admin import ensure_topics
 from projections.base import Projection
-from projections.migrations import migrate_core
 from projections.rollouts import _ATTEMPT_COLS, _ROLLOUT_COLS, PROJECTION, AttemptRow, RolloutRow, State, fold_all
 from schemas import (
     TOPIC_BY_EVENT,
@@ -83,7 +80,6 @@ from schemas import (
     decode,
     encode,
 )
-from schemas.topics import TOPICS
 from tests.fixtures.histories import History, history
 
 REPO = Path(__file__).resolve().parents[1]
@@ -462,11 +458,8 @@ async def main_async(args: argparse.Namespace) -> None:
     events = make_events(args.events)
     kinds = ", ".join(f"{k} {v}" for k, v in sorted(Counter(e.type for e in events).items()))
     print(f"workload: {len(events)} events in {time.perf_counter() - t0:.1f}s ({kinds})", flush=True)
-    async with temporary_services(broker) as (bootstrap, database_url, _):
-        prefix = f"bench{uuid.uuid4().hex[:6]}."
-        await ensure_topics(bootstrap, TOPICS, prefix=prefix)
-        async with await psycopg.AsyncConnection.connect(database_url, autocommit=True) as conn:
-            await migrate_core(conn)
+    async with prepared_services(broker) as ready:
+        bootstrap, database_url, prefix = ready.bootstrap, ready.database_url, ready.prefix
         t0 = time.perf_counter()
         await produce(bootstrap, prefix, events)
         print(f"broker={broker} events={len(events)} produced in {time.perf_counter() - t0:.1f}s", flush=True)

@@ -39,16 +39,13 @@ from psycopg import sql
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from agl.stack.brokers import java_available
-from bench._stack import temporary_services
+from bench._stack import prepared_services
 from bench.rebuild import RawPump, consumer_of, produce, quiesce, warm_read
 from consumers._gc import Collections, gc_paused
 from consumers.prefetch import release
 from consumers.rebuild import Progress, Rebuild
-from producers.admin import ensure_topics
-from projections.migrations import migrate_core
 from projections.triplets import PROJECTION
 from schemas import Event, RewardAssigned, RolloutEnqueued, SpanRecorded
-from schemas.topics import TOPICS
 
 SPANS_PER_ATTEMPT = 10
 CALLS_PER_ATTEMPT = 4
@@ -263,11 +260,8 @@ async def main_async(args: argparse.Namespace) -> None:
     attempts = max(1, args.spans // SPANS_PER_ATTEMPT)
     print(f"workload: {len(events)} events ({attempts * SPANS_PER_ATTEMPT} spans) in {time.perf_counter() - t0:.1f}s",
           flush=True)  # fmt: skip
-    async with temporary_services(broker) as (bootstrap, database_url, _):
-        prefix = f"bench{uuid.uuid4().hex[:6]}."
-        await ensure_topics(bootstrap, TOPICS, prefix=prefix)
-        async with await psycopg.AsyncConnection.connect(database_url, autocommit=True) as conn:
-            await migrate_core(conn)
+    async with prepared_services(broker) as ready:
+        bootstrap, database_url, prefix = ready.bootstrap, ready.database_url, ready.prefix
         t0 = time.perf_counter()
         await produce(bootstrap, prefix, events)
         print(f"broker={broker} events={len(events)} produced in {time.perf_counter() - t0:.1f}s", flush=True)

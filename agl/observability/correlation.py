@@ -22,9 +22,11 @@ HEADER = b"x-correlation-id"
 _TRACEPARENT = re.compile(rb"^[0-9a-f]{2}-([0-9a-f]{32})-[0-9a-f]{16}-[0-9a-f]{2}$")
 
 
-def _trace_id(headers: list[tuple[bytes, bytes]]) -> str | None:
+def _trace_id(headers: list[tuple[bytes, bytes]], *, own_spans: bool) -> str | None:
+    # Only our own server span counts: another tracer provider in the process (an agent's, FastAPI's own spans
+    # under it) is not this API tracing itself, and its ids would join nothing a user can see.
     span = trace.get_current_span().get_span_context()
-    if span.is_valid:
+    if own_spans and span.is_valid:
         return format(span.trace_id, "032x")
     for name, value in headers:
         if name == b"traceparent" and (m := _TRACEPARENT.match(value.strip())):
@@ -33,8 +35,9 @@ def _trace_id(headers: list[tuple[bytes, bytes]]) -> str | None:
 
 
 class CorrelationMiddleware:
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(self, app: ASGIApp, *, own_spans: bool = False) -> None:
         self.app = app
+        self.own_spans = own_spans
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -42,7 +45,7 @@ class CorrelationMiddleware:
             return
         headers: list[tuple[bytes, bytes]] = list(scope["headers"])
         given = next((v.decode("latin-1") for k, v in headers if k == HEADER), None)
-        value = given or _trace_id(headers)
+        value = given or _trace_id(headers, own_spans=self.own_spans)
         if value and not given:
             scope = {**scope, "headers": [*headers, (HEADER, value.encode())]}
         token = correlation_id.set(value)

@@ -30,7 +30,7 @@ def install_observability(app: FastAPI, settings: Settings) -> None:
     endpoint = settings.otel_exporter_otlp_endpoint
     if endpoint:
         app.add_middleware(RouteSpanName)
-    app.add_middleware(CorrelationMiddleware)
+    app.add_middleware(CorrelationMiddleware, own_spans=bool(endpoint))
     if endpoint:
         app.state.tracer_provider = provider = tracer_provider(endpoint)
         add_tracing(app, provider)

@@ -49,11 +49,18 @@ async def _partitions(consumer: AIOKafkaConsumer, topic: str) -> set[int]:
     return consumer.partitions_for_topic(topic) or set()
 
 
-async def run_agent(client: Any, agent: Any, tasks: list[Any], tag: str, **options: Any) -> tuple[Runner, list[str]]:
-    """Enqueue ``tasks`` for a runner of this test only (a capability of its own) and run them all."""
+async def run_agent(
+    client: Any, agent: Any, tasks: list[Any], tag: str, resources_id: str | None = None, **options: Any
+) -> tuple[Runner, list[str]]:
+    """Enqueue ``tasks`` for a runner of this test only (a capability of its own) and run them all.
+
+    ``resources_id`` pins resources just published: "the latest" is read from a read model that may lag.
+    """
     ids = [f"ro-{tag}-{i}" for i in range(len(tasks))]
     for rollout_id, task in zip(ids, tasks, strict=True):
-        await client.enqueue_rollout(task, rollout_id=rollout_id, required_capabilities=[tag])
+        await client.enqueue_rollout(
+            task, rollout_id=rollout_id, required_capabilities=[tag], resources_id=resources_id
+        )
     opts = RunnerOptions(capabilities=(tag,), max_rollouts=len(tasks), heartbeat_s=1.0, **options)
     runner = Runner(agent, client, opts)
     ends = await asyncio.wait_for(runner.run(), 180)
@@ -200,9 +207,9 @@ async def test_with_tracing_off_nothing_is_traced_and_the_reward_is_unlinked(cli
 async def test_the_llm_client_records_its_call_and_the_math_agent_links_its_reward(
     client, kafka_bootstrap, kafka_topics, llm_endpoint, llm_model
 ):
-    await client.publish_resources({"llm": LLMResource(endpoint=llm_endpoint, model=llm_model)})
+    published = await client.publish_resources({"llm": LLMResource(endpoint=llm_endpoint, model=llm_model)})
     task = {"question": "What is 2 + 3?", "answer": 5}
-    runner, (rollout_id,) = await run_agent(client, math_agent, [task], "otel-llm")
+    runner, (rollout_id,) = await run_agent(client, math_agent, [task], "otel-llm", published.resources_id)
     spans = {s.name: s for s in await on_the_log(kafka_bootstrap, kafka_topics, SpanRecorded)}
     assert sorted(spans) == ["agentlightning.annotation", "openai.chat.completion"]
     span, annotation = spans["openai.chat.completion"], spans["agentlightning.annotation"]

@@ -11,6 +11,7 @@ from fastapi.responses import JSONResponse
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from agl.dashboard import router as dashboard_router
+from agl.error_answers import document_error_answers
 from agl.errors import LightningError
 from agl.observability import install_observability
 from agl.observability.readiness import ReadinessCache
@@ -20,8 +21,12 @@ from consumers.routes import stalled_projections
 from knowledge.routes import router as context_router
 from producers.agl_compat import mount_agl_compat
 from producers.api import mount_commands, running_commands
+from producers.auth.keys import migrate_api_keys
+from producers.auth.middleware import ApiKeyAuth
 from producers.llm_proxy import router as llm_proxy_router
 from producers.llm_proxy import running_llm_proxy
+from producers.rate_limit import RateLimit, parse_limits
+from producers.url_limit import UrlLimit
 from projections.applied import AppliedListener
 from projections.routes.agents import router as agents_router
 from projections.routes.history import router as history_router
@@ -88,6 +93,7 @@ def create_app(settings: Settings) -> FastAPI:
     if not settings.database_url or not settings.kafka_bootstrap:
         raise LightningError("the API needs AGL_DATABASE_URL and AGL_KAFKA_BOOTSTRAP (`agl up` sets both)")
     database_url, bootstrap = settings.database_url, settings.kafka_bootstrap
+    rate_limits = parse_limits(settings.rate_limits)  # a malformed setting stops the start, not a request
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -102,6 +108,9 @@ def create_app(settings: Settings) -> FastAPI:
             )
             await pool.open()
             stack.push_async_callback(pool.close)
+            if settings.auth == "keys":
+                async with pool.connection() as conn:
+                    await migrate_api_keys(conn)  # the keys' table exists before the first request is checked
             kafka = AIOKafkaClient(bootstrap_servers=bootstrap)
             await kafka.bootstrap()
             stack.push_async_callback(kafka.close)
@@ -128,6 +137,12 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(llm_proxy_router)
     mount_agl_compat(app)  # Agent Lightning's v0.3 store API under /v1/agl and its v0.1 task routes at the root
     app.include_router(dashboard_router)
+    # Added after the command middlewares, so they run before them: a refused request is not even read.
+    app.add_middleware(RateLimit, limits=rate_limits)
+    # Before the rate limit: buckets are then kept for verified keys only, never for forged ones.
+    app.add_middleware(ApiKeyAuth, mode=settings.auth)
+    app.add_middleware(UrlLimit, max_bytes=settings.api_max_url_bytes)
+    document_error_answers(app)  # last: it sees every route and the components the others added
     install_observability(app, settings)
     readiness = app.state.readiness = ReadinessCache()
 

@@ -29,6 +29,8 @@ COMMAND_MODULES = (
     "agl.commands.watchdog",
     "agl.commands.knowledge",
     "agl.commands.triplets",
+    "agl.commands.keys",
+    "agl.commands.dashboard",
 )
 
 

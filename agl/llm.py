@@ -25,6 +25,7 @@ import httpx
 
 from agl.errors import ConfigError, LLMError, LLMUnavailable
 from agl.llm_span import llm_call
+from producers.auth.discovery import find_api_key
 from producers.client import RetryPolicy
 
 if TYPE_CHECKING:
@@ -145,6 +146,9 @@ class _Base:
             if rollout_id is None or attempt_id is None:
                 raise ConfigError("a proxy_llm resource needs rollout_id and attempt_id")
             endpoint = resource.routed_endpoint(rollout_id, attempt_id)
+            if resource.api_key_ref is None:
+                # Our own API's proxy: it wants our API key (AGL_API_KEY or the one `agl up` saved).
+                options.setdefault("api_key", find_api_key())
         options.setdefault("api_key", resolve_api_key(resource.api_key_ref))
         options.setdefault("sampling", resource.sampling_parameters)
         return cls(endpoint, model=resource.model, **options)

@@ -6,12 +6,14 @@
    never applies past the target, so both generations stand on the same events when they are compared. A
    partition whose only records left below the target are transaction markers (or aborted records) counts as
    reached: the consumer reads committed records and its position moves past those.
-3. Once caught up, the live generation's position rows are locked only long enough to check they equal the
+3. Once caught up the first time, the projection's ``deferred_indexes`` are built over the loaded rows (one bulk
+   build each, far cheaper than maintaining them row by row during the catch-up) and its tables analysed.
+4. Once caught up, the live generation's position rows are locked only long enough to check they equal the
    targets and to open a snapshot on a second connection; the checksums of both generations are computed in
    that snapshot while the live worker goes on. A table whose checksums differ (same version) refuses the switch
    with :class:`ChecksumMismatch` naming it. Then one transaction switches readers; the live worker sees its
    generation retired and follows the new one from the new one's own positions.
-4. The replaced generation is kept until the transactions that may still read it have ended (readers resolve
+5. The replaced generation is kept until the transactions that may still read it have ended (readers resolve
    the active schema once per request, in a snapshot), then dropped, unless ``drop_old=False`` keeps it for
    ``rollback``. Generations retired by earlier rebuilds are dropped then too.
 
@@ -36,11 +38,13 @@ from consumers.errors import ChecksumMismatch
 from consumers.worker import ProjectionWorker
 from projections.errors import RebuildConflict
 from projections.tracking import (
+    INDEX_BUILD_MEMORY,
     Generation,
     TopicPartitionKey,
     activate,
     active_generation,
     begin_rebuild,
+    build_deferred_indexes,
     building_generation,
     drop_generation,
     load_positions,
@@ -176,6 +180,7 @@ class Rebuild:
         drop_old: bool = True,
         on_progress: Callable[[Progress], None] | None = None,
         readers_drain_s: float = READERS_DRAIN_S,
+        index_memory: str = INDEX_BUILD_MEMORY,
     ) -> None:
         self.projection = projection
         self.bootstrap = bootstrap
@@ -185,6 +190,7 @@ class Rebuild:
         self.drop_old = drop_old
         self.on_progress = on_progress
         self.readers_drain_s = readers_drain_s
+        self.index_memory = index_memory
         self._targets: dict[TopicPartitionKey, int] = {}
         self._positions: dict[TopicPartitionKey, int] = {}
         #: per partition, the offset of the last record below the target this run has seen
@@ -209,6 +215,7 @@ class Rebuild:
             async with worker:
                 assert worker.consumer is not None
                 self._positions = await load_positions(conn, gen.schema)
+                indexed = False
                 while not stop.is_set():
                     old = await active_generation(conn, self.projection.name)
                     await self._set_targets(conn, worker, old)
@@ -217,6 +224,10 @@ class Rebuild:
                     await self._catch_up(worker, stop, started)
                     if stop.is_set():
                         break
+                    if not indexed:
+                        # Once, over the rows caught up so far; later rounds write through the built indexes.
+                        await build_deferred_indexes(conn, self.projection, gen, memory=self.index_memory)
+                        indexed = True
                     if await self._try_switch(conn, gen, old, result):
                         break
             if result.switched:

@@ -48,6 +48,18 @@ class Settings(BaseSettings):
     api_max_body_bytes: int = Field(
         default=8 * 1024 * 1024, ge=1024, description="larger command bodies are answered 413"
     )
+    api_max_url_bytes: int = Field(
+        default=16 * 1024, ge=256, le=1024 * 1024, description="a longer path or query string is answered 414"
+    )
+    auth: Literal["keys", "off"] = Field(
+        default="keys",
+        description="keys: every route but health needs an API key with the route's scope (401/403); off: no checks",
+    )
+    rate_limits: str = Field(
+        default="",
+        description="per client and route family, family=rate:burst,... (publish, run, traces, llm, read, admin);"
+        " over it: 429 with Retry-After; empty = no limits",
+    )
     otlp_max_body_bytes: int = Field(
         default=20 * 1024 * 1024,
         ge=1024,

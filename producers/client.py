@@ -18,6 +18,7 @@ import httpx
 import orjson
 from pydantic import BaseModel, ConfigDict, TypeAdapter
 
+from producers.auth.discovery import auth_headers, find_api_key
 from producers.errors import ApiUnavailable, CommandRejected
 from producers.lifecycle_models import (
     ClaimOut,
@@ -91,9 +92,13 @@ class _Call(Generic[T]):
         return data
 
 
+#: The longest Retry-After a client honours, in seconds (a larger one is treated as this).
+MAX_RETRY_AFTER_S = 60.0
+
+
 def _outcome(call: _Call[T], response: httpx.Response) -> T | None:
-    """The parsed answer; None for an answer worth retrying (5xx); raises for 4xx."""
-    if response.status_code >= 500:
+    """The parsed answer; None for an answer worth retrying (5xx, 429 rate limited); raises for other 4xx."""
+    if response.status_code >= 500 or response.status_code == 429:
         return None
     if response.status_code >= 400:
         try:
@@ -139,6 +144,16 @@ def _enqueue(rollouts: Sequence[RolloutIn], idempotency_key: str | None) -> _Cal
 
 def _cancel(rollout_id: str, reason: str | None) -> _Call[Accepted]:
     return _Call("POST", f"/v1/rollouts/{rollout_id}/cancel", Accepted, CancelIn(reason=reason))
+
+
+def _retry_wait(retry: RetryPolicy, attempt: int, response: httpx.Response | None) -> float:
+    """The policy's backoff, or longer when the server said when to come back (Retry-After in seconds)."""
+    wait = retry.delay(attempt)
+    after = response.headers.get("retry-after", "") if response is not None else ""
+    try:
+        return max(wait, min(float(after), MAX_RETRY_AFTER_S)) if after else wait
+    except ValueError:  # an HTTP date: rare from our API; the backoff is as good
+        return wait
 
 
 def _resources(resources: Mapping[str, Resource], resources_id: str | None) -> _Call[ResourcesAccepted]:
@@ -312,10 +327,13 @@ def _unless_missing(call: Callable[[], T]) -> T | None:
 
 
 class _Base:
-    def __init__(self, base_url: str, *, retry: RetryPolicy | None, correlation_id: str | None) -> None:
+    def __init__(
+        self, base_url: str, *, retry: RetryPolicy | None, correlation_id: str | None, api_key: str | None
+    ) -> None:
         self.base_url = base_url.rstrip("/")
         self.retry = retry or RetryPolicy()
-        self._headers = {"content-type": "application/json"}
+        # The API key: the one given, else AGL_API_KEY, else the one `agl up` saved (producers/auth/discovery.py).
+        self._headers = {"content-type": "application/json", **auth_headers(find_api_key(api_key))}
         if correlation_id:
             self._headers["X-Correlation-ID"] = correlation_id
 
@@ -340,8 +358,9 @@ class AsyncClient(_Base):
         retry: RetryPolicy | None = None,
         correlation_id: str | None = None,
         http: httpx.AsyncClient | None = None,
+        api_key: str | None = None,
     ) -> None:
-        super().__init__(base_url, retry=retry, correlation_id=correlation_id)
+        super().__init__(base_url, retry=retry, correlation_id=correlation_id, api_key=api_key)
         self._http = http or httpx.AsyncClient(base_url=self.base_url, timeout=timeout_s)
 
     async def __aenter__(self) -> AsyncClient:
@@ -356,6 +375,7 @@ class AsyncClient(_Base):
     async def _send(self, call: _Call[T]) -> T:
         last: object = None
         for attempt in range(1, self.retry.attempts + 1):
+            response: httpx.Response | None = None
             try:
                 response = await self._http.request(
                     call.method,
@@ -373,7 +393,7 @@ class AsyncClient(_Base):
                     return answer
                 last = f"{response.status_code} {response.text[:200]}"
             if attempt < self.retry.attempts:
-                await asyncio.sleep(self.retry.delay(attempt))
+                await asyncio.sleep(_retry_wait(self.retry, attempt, response))
         raise self._unavailable(call, last)
 
     async def enqueue_rollout(
@@ -515,8 +535,9 @@ class Client(_Base):
         retry: RetryPolicy | None = None,
         correlation_id: str | None = None,
         http: httpx.Client | None = None,
+        api_key: str | None = None,
     ) -> None:
-        super().__init__(base_url, retry=retry, correlation_id=correlation_id)
+        super().__init__(base_url, retry=retry, correlation_id=correlation_id, api_key=api_key)
         self._http = http or httpx.Client(base_url=self.base_url, timeout=timeout_s)
 
     def __enter__(self) -> Client:
@@ -533,6 +554,7 @@ class Client(_Base):
     def _send(self, call: _Call[T]) -> T:
         last: object = None
         for attempt in range(1, self.retry.attempts + 1):
+            response: httpx.Response | None = None
             try:
                 response = self._http.request(
                     call.method,
@@ -550,7 +572,7 @@ class Client(_Base):
                     return answer
                 last = f"{response.status_code} {response.text[:200]}"
             if attempt < self.retry.attempts:
-                time.sleep(self.retry.delay(attempt))
+                time.sleep(_retry_wait(self.retry, attempt, response))
         raise self._unavailable(call, last)
 
     def enqueue_rollout(

@@ -1,10 +1,13 @@
-"""Refuse (422) text the log can carry but the stack cannot store: NUL, lone surrogates, non-finite numbers.
+"""Refuse (422) what the log can carry but the stack cannot store: NUL, lone surrogates, non-finite numbers,
+integers beyond 64 bits.
 
 PostgreSQL refuses ``\\u0000`` in ``text`` and ``jsonb``, and a lone UTF-16 surrogate (``\\ud800``) is not
 Unicode at all: JSON encoders fail on it. Accepted, either becomes an event every projection parks, whose key is
 then blocked and whose archive copy leaves a gap. ``NaN`` and ``Infinity`` are not JSON: the event would carry
-``null`` instead of what the client sent. This guard checks every body, path and query string before any route
-runs, so every route family (and any route added later) answers 422 naming the field, and publishes nothing.
+``null`` instead of what the client sent. An integer beyond 64 bits is JSON, but orjson (which hashes
+commands and encodes events) cannot encode it: the request would end in a server error. This guard checks every
+body, path and query string before any route runs, so every route family (and any route added later) answers
+422 naming the field, and publishes nothing.
 
 Bodies are scanned as bytes first; only a body that may hold such a value is parsed (leniently, so the value
 survives to be located) and walked, so ordinary requests pay a few literal scans. (A number that overflows a
@@ -31,6 +34,9 @@ if TYPE_CHECKING:
 _ESCAPED = re.compile(rb"\\u(?:0000|[dD][89a-fA-F])")
 _RAW_SURROGATE = re.compile(rb"\xed[\xa0-\xbf]")
 _SURROGATE = re.compile("[\ud800-\udfff]")
+#: Nineteen digits in a row may be an integer orjson cannot encode (it takes -2**63 to 2**64 - 1).
+_LONG_DIGITS = re.compile(rb"[0-9]{19}")
+INT_MIN, INT_MAX = -(2**63), 2**64 - 1
 Loc = tuple[str | int, ...]
 
 
@@ -59,6 +65,8 @@ def unsafe_values(data: Any, loc: Loc = ()) -> Iterator[dict[str, Any]]:
                 yield {"type": "string_unstorable", "loc": where, "msg": problem}
         elif isinstance(value, float) and not math.isfinite(value):
             yield {"type": "finite_number", "loc": where, "msg": "NaN and Infinity are not JSON numbers"}
+        elif isinstance(value, int) and not isinstance(value, bool) and not INT_MIN <= value <= INT_MAX:
+            yield {"type": "int_range", "loc": where, "msg": f"an integer must lie within [{INT_MIN}, {INT_MAX}]"}
         elif isinstance(value, dict):
             for key, item in reversed(value.items()):
                 problem = _text_problem(key)
@@ -72,7 +80,13 @@ def unsafe_values(data: Any, loc: Loc = ()) -> Iterator[dict[str, Any]]:
 def body_errors(body: bytes) -> list[dict[str, Any]]:
     """Errors of the unstorable values in a JSON ``body``; none when it is clean or not JSON (the route says so)."""
     # Literal scans (about a millisecond per megabyte) instead of a parse: most bodies stop here.
-    suspect = b"NaN" in body or b"Infinity" in body or _ESCAPED.search(body) or _RAW_SURROGATE.search(body)
+    suspect = (
+        b"NaN" in body
+        or b"Infinity" in body
+        or _ESCAPED.search(body)
+        or _RAW_SURROGATE.search(body)
+        or _LONG_DIGITS.search(body)
+    )
     if not suspect:
         return []
     try:

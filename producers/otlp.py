@@ -68,7 +68,7 @@ log = logging.getLogger(__name__)
 
 TRACES_PATH = "/v1/traces"
 #: Signals this receiver does not take: answered 501, which an exporter does not retry.
-OTHER_SIGNALS = ("/v1/metrics", "/v1/logs")
+OTHER_SIGNALS = ("/v1/metrics", "/v1/logs", "/v1/development/profiles")
 #: The CloudEvents source of the events the receiver publishes.
 SOURCE = "/agl/api/otlp"
 #: What a 503 asks an exporter to wait, in seconds (the stock exporter honours Retry-After).
@@ -216,7 +216,7 @@ def document_receiver(app: FastAPI) -> None:
     app.openapi = openapi  # type: ignore[method-assign]
 
 
-def _status_response(description: str) -> dict[str, Any]:
+def status_response(description: str) -> dict[str, Any]:
     return {
         "description": description,
         "content": {PROTOBUF: {}, JSON: {"schema": {"$ref": "#/components/schemas/OtlpStatus"}}},
@@ -245,10 +245,10 @@ _OPERATION: dict[str, Any] = {
             "description": "taken (an empty ExportTraceServiceResponse), or partly (partial_success)",
             "content": {PROTOBUF: {}, JSON: {"schema": {"type": "object"}}},
         },
-        "400": _status_response("the body does not decode"),
-        "413": _status_response("the body, as sent or decompressed, exceeds AGL_OTLP_MAX_BODY_BYTES"),
-        "415": _status_response("a content type or encoding the receiver does not speak"),
-        "500": _status_response("the batch could not be recorded (not retryable)"),
-        "503": _status_response("busy or the broker is unavailable: resend after Retry-After"),
+        "400": status_response("the body does not decode"),
+        "413": status_response("the body, as sent or decompressed, exceeds AGL_OTLP_MAX_BODY_BYTES"),
+        "415": status_response("a content type or encoding the receiver does not speak"),
+        "500": status_response("the batch could not be recorded (not retryable)"),
+        "503": status_response("busy or the broker is unavailable: resend after Retry-After"),
     },
 }

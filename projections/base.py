@@ -27,6 +27,8 @@ if TYPE_CHECKING:
     from schemas.topics import TopicSpec
 
 _NAME = re.compile(r"^[a-z][a-z0-9_]{0,39}$")
+#: A deferred index may run twice (a resumed rebuild, every start of a live worker): it must say IF NOT EXISTS.
+_DEFERRED_INDEX = re.compile(r"^\s*CREATE\s+(UNIQUE\s+)?INDEX\s+IF\s+NOT\s+EXISTS\s", re.IGNORECASE)
 
 
 class Envelope(NamedTuple):
@@ -74,6 +76,10 @@ class Projection:
         idempotent_types: event classes ``apply`` handles idempotently: a second copy of such an event, in the
             same batch or years later, leaves the rows as they were (first-wins or earliest/latest-wins facts).
             The engine keeps no ``event_id`` for them, which saves a write per event; other types are deduped.
+        deferred_indexes: ``CREATE INDEX IF NOT EXISTS`` statements (unqualified names) kept out of the migrations
+            so that a rebuild builds them once over the loaded rows, after its catch-up and before the switch,
+            instead of updating them with every row it writes (an HNSW index costs far more row by row). A
+            generation created live runs them right after its migrations. See ``tracking.build_deferred_indexes``.
     """
 
     name: str
@@ -88,6 +94,7 @@ class Projection:
     raw: bool = False
     dedupe: bool = True
     idempotent_types: frozenset[type[Event]] = frozenset()
+    deferred_indexes: tuple[str, ...] = ()
     description: str = ""
     type_names: frozenset[str] = field(init=False)
 
@@ -104,6 +111,10 @@ class Projection:
             object.__setattr__(self, "lock_keys", self.per_key_ordering)
         if self.event_types and not self.idempotent_types <= self.event_types:
             raise ProjectionDefinitionError(f"projection {self.name}: idempotent_types must be among event_types")
+        if not all(_DEFERRED_INDEX.match(stmt) for stmt in self.deferred_indexes):
+            raise ProjectionDefinitionError(
+                f"projection {self.name}: deferred_indexes must be CREATE INDEX IF NOT EXISTS statements"
+            )
 
     def wants(self, type_name: str) -> bool:
         """Whether events of ``type_name`` reach ``apply`` (an empty ``event_types`` wants everything)."""

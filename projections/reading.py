@@ -42,6 +42,13 @@ READ_RESPONSES: dict[int | str, dict[str, Any]] = {
     400: {"model": ErrorAnswer, "description": "the ?after= token does not parse or names no existing partition"},
     503: {"model": ErrorAnswer, "description": "the projection has not started, or not applied ?after= in time"},
 }
+
+
+def not_found(what: str) -> dict[int | str, dict[str, Any]]:
+    """``responses=`` of a read route that answers 404 when ``what`` does not exist."""
+    return {404: {"model": ErrorAnswer, "description": f"no such {what}"}}
+
+
 #: How long a read waits for fresh broker metadata when a token names a partition the cached metadata lacks.
 METADATA_TIMEOUT_S = 5.0
 

@@ -10,6 +10,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
+import psycopg
 from psycopg import sql
 
 from projections.base import schema_name
@@ -76,15 +77,21 @@ async def _create_generation(conn: AsyncConnection[Any], projection: Projection,
         "VALUES (%s, %s, %s, %s, %s, CASE WHEN %s = 'active' THEN now() END)",
         (gen.projection, gen.generation, gen.schema, gen.version, state, state),
     )
-    await install_schema(conn, projection, gen)
+    # A building generation gets its deferred indexes from the rebuild, once its rows are loaded.
+    await install_schema(conn, projection, gen, deferred_indexes=state == "active")
     return gen
 
 
-async def install_schema(conn: AsyncConnection[Any], projection: Projection, gen: Generation) -> None:
-    """Create the generation's schema and run the projection's migrations inside it."""
+async def install_schema(
+    conn: AsyncConnection[Any], projection: Projection, gen: Generation, *, deferred_indexes: bool = True
+) -> None:
+    """Create the generation's schema and run the projection's migrations (and deferred indexes) inside it."""
     await conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(gen.schema)))
     await set_search_path(conn, gen.schema, local=True)
     await migrate(conn, projection.name, projection.migrations)
+    if deferred_indexes:
+        for statement in projection.deferred_indexes:
+            await conn.execute(statement.encode())
     await conn.execute(
         sql.SQL("CREATE TABLE IF NOT EXISTS {}.applied_events (event_id uuid PRIMARY KEY)").format(
             sql.Identifier(gen.schema)
@@ -121,6 +128,43 @@ async def begin_rebuild(conn: AsyncConnection[Any], projection: Projection) -> t
                 )
             return gen, True
         return await _create_generation(conn, projection, "building"), False
+
+
+#: ``maintenance_work_mem`` of a deferred index build: pgvector keeps the whole HNSW graph in it (about 2 kB per
+#: 384-dimension row) and is many times slower once the graph spills. Only what the build uses is allocated, but a
+#: parallel build reserves all of it as shared memory (see ``build_deferred_indexes``).
+INDEX_BUILD_MEMORY = "1GB"
+
+
+async def build_deferred_indexes(
+    conn: AsyncConnection[Any], projection: Projection, gen: Generation, *, memory: str = INDEX_BUILD_MEMORY
+) -> None:
+    """Build ``projection.deferred_indexes`` in ``gen`` over the rows already there, then refresh its statistics.
+
+    Each index is built in its own transaction (none holds positions: this adds no row, so exactly-once is
+    untouched). A parallel build reserves ``memory`` as shared memory, which a small ``/dev/shm`` (a container's
+    default 64 MB) refuses: the build is then retried by the backend alone. ``ANALYZE`` gives the planner the
+    loaded tables' statistics before readers switch to them, rather than whenever autovacuum comes by.
+    """
+    for statement in projection.deferred_indexes:
+        try:
+            await _build_index(conn, gen, statement, memory, parallel=True)
+        except (psycopg.errors.DiskFull, psycopg.errors.OutOfMemory):
+            await _build_index(conn, gen, statement, memory, parallel=False)
+    if projection.deferred_indexes:
+        for table in projection.tables:
+            await conn.execute(sql.SQL("ANALYZE {}.{}").format(sql.Identifier(gen.schema), sql.Identifier(table)))
+
+
+async def _build_index(
+    conn: AsyncConnection[Any], gen: Generation, statement: str, memory: str, *, parallel: bool
+) -> None:
+    async with conn.transaction():
+        await set_search_path(conn, gen.schema, local=True)
+        await conn.execute(sql.SQL("SET LOCAL maintenance_work_mem = {}").format(sql.Literal(memory)))
+        if not parallel:
+            await conn.execute("SET LOCAL max_parallel_maintenance_workers = 0")
+        await conn.execute(statement.encode())
 
 
 async def drop_generation(conn: AsyncConnection[Any], gen: Generation) -> None:

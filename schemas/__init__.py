@@ -5,6 +5,7 @@ Import from here (``from schemas import RewardAssigned``), never from the module
 
 from schemas._base import Event, new_event_id
 from schemas.attempts import AttemptEndStatus, AttemptFinished, AttemptHeartbeat, AttemptStarted, ErrorInfo
+from schemas.audit import ApiKeyCreated, ApiKeyRevoked, ApiKeyScope
 from schemas.catalog import ANY_EVENT, EVENT_BY_TYPE, EVENT_TYPES, TOPIC_BY_EVENT, AnyEvent
 from schemas.codec import decode, decode_dict, encode
 from schemas.errors import DecodeError, MalformedEvent, UnknownEventType
@@ -28,6 +29,9 @@ __all__ = [
     "TOPICS",
     "TOPIC_BY_EVENT",
     "AnyEvent",
+    "ApiKeyCreated",
+    "ApiKeyRevoked",
+    "ApiKeyScope",
     "AttemptEndStatus",
     "AttemptFinished",
     "AttemptHeartbeat",

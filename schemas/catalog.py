@@ -9,6 +9,7 @@ from pydantic import Field, TypeAdapter
 from schemas import topics
 from schemas._base import Event
 from schemas.attempts import AttemptFinished, AttemptHeartbeat, AttemptStarted
+from schemas.audit import ApiKeyCreated, ApiKeyRevoked
 from schemas.knowledge import ChunksEmbedded, ContextRetrieved, DocumentDeleted, DocumentUpserted
 from schemas.resources import ResourcesPublished
 from schemas.rewards import RewardAssigned
@@ -40,6 +41,8 @@ TOPIC_BY_EVENT: dict[type[Event], topics.TopicSpec] = {
     WorkerHeartbeat: topics.WORKERS,
     WorkerDeregistered: topics.WORKERS,
     SpanUnattached: topics.TRACES,
+    ApiKeyCreated: topics.AUDIT,
+    ApiKeyRevoked: topics.AUDIT,
 }
 
 EVENT_TYPES: tuple[type[Event], ...] = tuple(TOPIC_BY_EVENT)
@@ -64,7 +67,9 @@ AnyEvent = Annotated[
     | WorkerRegistered
     | WorkerHeartbeat
     | WorkerDeregistered
-    | SpanUnattached,
+    | SpanUnattached
+    | ApiKeyCreated
+    | ApiKeyRevoked,
     Field(discriminator="type"),
 ]
 ANY_EVENT: TypeAdapter[AnyEvent] = TypeAdapter(AnyEvent)
@@ -110,4 +115,9 @@ ROLES: dict[type[Event], tuple[str, str]] = {
         "OTLP receiver `POST /v1/traces` (spans without rollout and attempt ids), through the outbox",
         "archive (`archive_g<N>.events`); any consumer of the traces topic",
     ),
+    ApiKeyCreated: (
+        "`agl keys create`, `agl up` (the local admin key), through the outbox",
+        "archive (the audit trail)",
+    ),
+    ApiKeyRevoked: ("`agl keys revoke`, through the outbox", "archive (the audit trail)"),
 }

@@ -40,7 +40,11 @@ TRACES = TopicSpec(
     "agl.traces.v1", 4, "trace_id", description="OpenTelemetry spans that name no rollout (unattached traces)"
 )
 
-TOPICS: tuple[TopicSpec, ...] = (META, ROLLOUTS, ATTEMPTS, SPANS, REWARDS, RESOURCES, KNOWLEDGE, WORKERS, TRACES)
+AUDIT = TopicSpec("agl.audit.v1", 1, "key_id", description="API keys created and revoked (never their secrets)")
+
+TOPICS: tuple[TopicSpec, ...] = (
+    META, ROLLOUTS, ATTEMPTS, SPANS, REWARDS, RESOURCES, KNOWLEDGE, WORKERS, TRACES, AUDIT,
+)  # fmt: skip
 
 
 #: Round trips of `agl smoke`; kept for a day only, since these records are not events.

@@ -140,7 +140,10 @@ def export(api: httpx.Client) -> int:
 def run_demo(api_url: str) -> int:
     if subprocess.call([str(BIN / "agl"), "smoke"], cwd=REPO):
         return 1
-    with httpx.Client(base_url=api_url, timeout=60) as api:
+    from producers.auth.discovery import auth_headers, find_api_key
+
+    # The admin key `agl up` saved in .agl/api-key (the API asks for a key on every route but health).
+    with httpx.Client(base_url=api_url, timeout=60, headers=auth_headers(find_api_key())) as api:
         enqueued = enqueue(api)
         print(f"demo: enqueued {len(enqueued)} rollouts from {TASKS.relative_to(REPO)}; starting a runner", flush=True)
         runner = subprocess.Popen(

@@ -77,10 +77,12 @@ async def _up(supervisor: Any) -> int:
 def cmd_status(args: argparse.Namespace) -> int:
     import httpx
 
+    from producers.auth.discovery import auth_headers, find_api_key
+
     params = {} if args.all else {"health": ["healthy", "degraded", "unreachable"]}
     url = _api(args)
     try:
-        answer = httpx.get(f"{url}/v1/agents", params=params, timeout=10)
+        answer = httpx.get(f"{url}/v1/agents", params=params, timeout=10, headers=auth_headers(find_api_key()))
     except httpx.TransportError as e:
         print(f"agl agents status: the API at {url} does not answer ({e}); is the stack up (`agl up`)?")
         return 1

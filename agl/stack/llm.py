@@ -228,6 +228,7 @@ async def publish_default_resources(
     (a reset log lost the event), and the command API handed out no version of ``default`` since ours.
     Returns the version published, or None when nothing needed publishing.
     """
+    from producers.auth.discovery import read_key_file
     from producers.client import AsyncClient
     from schemas.resources import LLMResource, ProxyLLMResource, Resource
 
@@ -245,7 +246,7 @@ async def publish_default_resources(
         # The same model through the API's LLM proxy, which records every call with its token ids.
         PROXY_RESOURCE_NAME: ProxyLLMResource(endpoint=api_url, model=model),
     }
-    async with AsyncClient(api_url) as client:
+    async with AsyncClient(api_url, api_key=read_key_file(data_dir)) as client:
         answer = await client.publish_resources(resources, resources_id=DEFAULT_RESOURCES_ID)
     memo.endpoint, memo.model, memo.api_key_ref, memo.log_epoch, memo.proxy_endpoint = wanted
     memo.resources_version = answer.resources_version

@@ -38,6 +38,7 @@ from agl.stack.postgres import EmbeddedPostgres
 from agl.stack.restore import RestoreReport, restore_from_archive
 from agl.stack.state import StackLock, StackState, clear_state, ensure_data_dir, write_state
 from producers.admin import ensure_topics
+from producers.auth.bootstrap import ensure_local_admin_key
 from projections.migrations import migrate_core
 from schemas.topics import INTERNAL_TOPICS, META, TOPICS
 
@@ -216,6 +217,8 @@ class Stack:
             await migrate_core(conn)
             await migrate_stack(conn)
             prefix = self.settings.topic_prefix
+            # The local user's admin key, saved as <data_dir>/api-key for the CLI, the SDK and the runners.
+            await ensure_local_admin_key(conn, self.data_dir, topic_prefix=prefix)
             await ensure_topics(bootstrap, (*TOPICS, *INTERNAL_TOPICS), prefix=prefix)
             meta_topic = META.full_name(prefix)
             if await read_log_epoch(bootstrap, meta_topic) is None:

@@ -45,21 +45,26 @@ def services(request: Request) -> Services:
     return Services(state.pool, state.publisher, state.relay, envelope)
 
 
+def _invalid_body(msg: str) -> RequestValidationError:
+    # Answered as every 422 is (InvalidAnswer: the failing field and one line), not with a bare string detail.
+    return RequestValidationError([{"type": "model_type", "loc": ("body",), "msg": msg}])
+
+
 async def json_object(request: Request, *, allow_empty: bool = False) -> dict[str, Any]:
     """The body as a JSON object, keys as sent: v0.3 tells an omitted field (unchanged) from an explicit null."""
     raw = await request.body()
     if not raw.strip():
         if allow_empty:
             return {}
-        raise HTTPException(422, "the body must be a JSON object")
+        raise _invalid_body("the body must be a JSON object")
     try:
         body = await request.json()
     except ValueError as e:
-        raise HTTPException(422, f"the body is not JSON: {e}") from e
+        raise _invalid_body(f"the body is not JSON: {e}") from e
     if body is None and allow_empty:
         return {}
     if not isinstance(body, dict):
-        raise HTTPException(422, "the body must be a JSON object")
+        raise _invalid_body("the body must be a JSON object")
     return body
 
 

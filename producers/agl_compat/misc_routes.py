@@ -9,6 +9,7 @@ from fastapi import APIRouter, Depends, Response
 
 from producers.agl_compat.deps import RESPONSES, Services, services
 from producers.agl_compat.reads import count
+from producers.otlp import status_response
 from projections import resources as resources_model
 from projections import rollouts as rollouts_model
 from projections import spans as spans_model
@@ -37,9 +38,15 @@ async def statistics(svc: ServicesDep) -> dict[str, Any]:
     }
 
 
-@otlp_router.post("/metrics", status_code=501)
-@otlp_router.post("/logs", status_code=501)
-@otlp_router.post("/development/profiles", status_code=501)
+_NOT_SERVED: dict[int | str, dict[str, Any]] = {
+    501: status_response("not served, as Agent Lightning's receiver: an exporter does not retry a 501")
+}
+
+
+# The OTLP receiver (a middleware) answers these paths before any route; the routes document that answer.
+@otlp_router.post("/metrics", status_code=501, response_class=Response, responses=_NOT_SERVED)
+@otlp_router.post("/logs", status_code=501, response_class=Response, responses=_NOT_SERVED)
+@otlp_router.post("/development/profiles", status_code=501, response_class=Response, responses=_NOT_SERVED)
 async def not_served() -> Response:
     """OTLP metrics, logs and profiles are not served (as theirs); traces are, at ``POST /v1/traces``."""
     return Response(status_code=501)

@@ -16,6 +16,7 @@ from producers import lifecycle
 from producers.agl_compat import paging, reads, write_model
 from producers.agl_compat.deps import RESPONSES, Services, json_object, reject_nulls, services
 from producers.agl_compat.models import Attempt, AttemptedRollout, Page, Rollout
+from producers.http import ErrorAnswer
 
 router = APIRouter(prefix="/v1/agl", tags=["agent-lightning v0.3"], responses=RESPONSES)
 ServicesDep = Annotated[Services, Depends(services)]
@@ -117,10 +118,18 @@ async def update_rollout(rollout_id: str, request: Request, svc: ServicesDep) ->
     return Rollout(**after.model_dump(exclude={"attempt"}))
 
 
-@router.post("/rollouts/{rollout_id}/attempts", status_code=201, response_model=AttemptedRollout)
+@router.post(
+    "/rollouts/{rollout_id}/attempts",
+    status_code=201,
+    response_model=AttemptedRollout,
+    responses={409: {"model": ErrorAnswer, "description": "never offered: attempts follow the rollout's config"}},
+)
 async def start_attempt(rollout_id: str) -> AttemptedRollout:
-    """Not offered: retries are decided by the rollout's config (``max_attempts``, ``retry_condition``)."""
-    raise HTTPException(501, f"start_attempt is not offered: {rollout_id} is retried by its config's rules")
+    """Not offered: retries are decided by the rollout's config (``max_attempts``, ``retry_condition``).
+
+    409, not 501: the request is understood and refused for this API's rules, which retrying will not change.
+    """
+    raise HTTPException(409, f"start_attempt is not offered: {rollout_id} is retried by its config's rules")
 
 
 async def _attempts(svc: Services, rollout_id: str, body: dict[str, Any]) -> Page:

@@ -22,7 +22,7 @@ from producers.agl_compat.otel_json import span_request
 from producers.idempotency import next_number, request_hash
 from producers.models import RewardIn
 from projections import resources as resources_model
-from projections.reading import reading
+from projections.reading import not_found, reading
 from schemas import Event, RewardAssigned, SpanRecorded
 
 router = APIRouter(tags=["agent-lightning v0.1"], responses=RESPONSES)
@@ -128,7 +128,7 @@ async def next_task(svc: ServicesDep) -> TaskIfAny:
     return TaskIfAny(is_available=True, task=task)
 
 
-@router.get("/resources/latest", response_model=ResourcesV01)
+@router.get("/resources/latest", response_model=ResourcesV01, responses=not_found("resources (none set yet)"))
 async def latest_resources_v01(svc: ServicesDep) -> ResourcesV01:
     found = await _resources(svc, None)
     if found is None:
@@ -136,7 +136,7 @@ async def latest_resources_v01(svc: ServicesDep) -> ResourcesV01:
     return found
 
 
-@router.get("/resources/{resource_id}", response_model=ResourcesV01)
+@router.get("/resources/{resource_id}", response_model=ResourcesV01, responses=not_found("resources id"))
 async def resources_v01(resource_id: str, svc: ServicesDep) -> ResourcesV01:
     found = await _resources(svc, resource_id)
     if found is None:
@@ -144,7 +144,7 @@ async def resources_v01(resource_id: str, svc: ServicesDep) -> ResourcesV01:
     return found
 
 
-@router.post("/rollout", response_model=GenericResponse)
+@router.post("/rollout", response_model=GenericResponse, responses=not_found("rollout handed out as a task"))
 async def post_rollout(body: RolloutV01, svc: ServicesDep) -> GenericResponse:
     """A finished task: its spans, its reward and its end (``succeeded``), recorded once.
 

@@ -7,7 +7,8 @@ from __future__ import annotations
 import time
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, HTTPException, Path, Request
+from fastapi import APIRouter, Depends, Path, Request
+from fastapi.exceptions import RequestValidationError
 
 from producers import lifecycle, lifecycle_routes
 from producers.agl_compat import paging, reads, write_model
@@ -65,7 +66,8 @@ async def update_worker(worker_id: WorkerPath, request: Request, svc: ServicesDe
     reject_nulls(body, ("heartbeat_stats",))
     stats = body.get("heartbeat_stats") or {}
     if not isinstance(stats, dict):
-        raise HTTPException(422, "heartbeat_stats must be an object")
+        error = {"type": "dict_type", "loc": ("body", "heartbeat_stats"), "msg": "must be an object"}
+        raise RequestValidationError([error])
     await lifecycle_routes.worker_heartbeat(
         worker_id, WorkerHeartbeatIn(stats=stats), svc.publisher, svc.pool, svc.envelope
     )

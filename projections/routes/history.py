@@ -23,7 +23,7 @@ from fastapi import APIRouter, HTTPException, Path, Query, Request
 from pydantic import BaseModel, ConfigDict, Field
 
 from projections.archive import PROJECTION as ARCHIVE
-from projections.reading import reading
+from projections.reading import READ_RESPONSES, not_found, reading
 from projections.rollouts import PROJECTION as ROLLOUTS
 from projections.rollouts import get_rollout
 from projections.routes.rollouts import RolloutDetail
@@ -111,7 +111,11 @@ async def rollout_history(
     ]  # fmt: skip
 
 
-@router.get("/{rollout_id}/events", response_model=RolloutHistory)
+@router.get(
+    "/{rollout_id}/events",
+    response_model=RolloutHistory,
+    responses={**READ_RESPONSES, **not_found("rollout (none of its events archived)")},
+)
 async def history_route(
     request: Request,
     rollout_id: Annotated[str, Path(pattern=ID_PATTERN)],

@@ -13,6 +13,7 @@ from typing import Annotated, Any, Literal
 
 import orjson
 from fastapi import APIRouter, HTTPException, Path, Query, Request
+from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel
 
 from knowledge.consolidation import ConsolidationPolicy, consolidate
@@ -30,7 +31,7 @@ from projections.knowledge import (
 )
 from projections.knowledge_memory import PROJECTION as MEMORIES
 from projections.knowledge_memory import memories_of
-from projections.reading import READ_RESPONSES, reading
+from projections.reading import READ_RESPONSES, not_found, reading
 from projections.routes.waiting import AfterQuery, WaitQuery, wait_after
 from schemas.bounds import MAX_ID_LENGTH
 
@@ -96,15 +97,20 @@ async def query_embedder(request: Request, model_id: str) -> Embedder:
     return embedder
 
 
+def _invalid_filter(kind: str, msg: str) -> RequestValidationError:
+    # Answered like any invalid query parameter (422, InvalidAnswer), not with a bare string detail.
+    return RequestValidationError([{"type": kind, "loc": ("query", "filter"), "msg": msg}])
+
+
 def _parse_filter(raw: str | None) -> dict[str, Any]:
     if not raw:
         return {}
     try:
         value = orjson.loads(raw)
     except orjson.JSONDecodeError as e:
-        raise HTTPException(422, f"filter: not JSON ({e})") from None
+        raise _invalid_filter("json_invalid", f"not JSON ({e})") from None
     if not isinstance(value, dict):
-        raise HTTPException(422, "filter: must be a JSON object, matched against each document's metadata")
+        raise _invalid_filter("dict_type", "must be a JSON object, matched against each document's metadata")
     return value
 
 
@@ -183,7 +189,7 @@ async def list_route(
     return DocumentsPage(items=[_out(r) for r in rows], total=total, limit=limit, offset=offset)
 
 
-@router.get("/documents/{document_id}", response_model=DocumentOut)
+@router.get("/documents/{document_id}", response_model=DocumentOut, responses=not_found("document"))
 async def get_route(
     request: Request,
     document_id: Annotated[str, Path(min_length=1, max_length=MAX_ID_LENGTH)],

@@ -8,13 +8,13 @@ from typing import Annotated
 from fastapi import APIRouter, HTTPException, Path, Query, Request
 from pydantic import BaseModel
 
-from projections.reading import reading
+from projections.reading import READ_RESPONSES, not_found, reading
 from projections.resources import PROJECTION, ResourcesVersion, get_resources, latest_resources, list_resources
 from projections.routes.waiting import AfterQuery, WaitQuery, wait_after
 from schemas.bounds import MAX_ID_LENGTH
 from schemas.resources import Resource
 
-router = APIRouter(prefix="/v1/resources", tags=["resources"])
+router = APIRouter(prefix="/v1/resources", tags=["resources"], responses=READ_RESPONSES)
 
 
 class ResourcesOut(BaseModel):
@@ -64,7 +64,7 @@ async def list_route(
 
 
 # Declared before /{resources_id}: "latest" is a route of its own, not an id.
-@router.get("/latest", response_model=ResourcesOut)
+@router.get("/latest", response_model=ResourcesOut, responses=not_found("resources (none published yet)"))
 async def latest_route(request: Request, *, after: AfterQuery = None, wait_ms: WaitQuery = 5000) -> ResourcesOut:
     """The most recently published version of any id (greatest occurred_at, then resources_id, then version)."""
     await wait_after(request, PROJECTION, after, wait_ms)
@@ -73,7 +73,7 @@ async def latest_route(request: Request, *, after: AfterQuery = None, wait_ms: W
     return _out(found, "published yet")
 
 
-@router.get("/{resources_id}", response_model=ResourcesOut)
+@router.get("/{resources_id}", response_model=ResourcesOut, responses=not_found("resources id or version"))
 async def get_route(
     request: Request,
     resources_id: Annotated[str, Path(min_length=1, max_length=MAX_ID_LENGTH)],

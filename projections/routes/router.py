@@ -7,12 +7,12 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel
 
-from projections.reading import reading
+from projections.reading import READ_RESPONSES, reading
 from projections.router import PROJECTION, ArmRow, list_arms
 from projections.routes.waiting import AfterQuery, WaitQuery, wait_after
 from schemas.bounds import MAX_ID_LENGTH
 
-router = APIRouter(prefix="/v1/router", tags=["router"])
+router = APIRouter(prefix="/v1/router", tags=["router"], responses=READ_RESPONSES)
 
 
 class ArmOut(BaseModel):

@@ -8,12 +8,12 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, HTTPException, Path, Query, Request
 from pydantic import BaseModel
 
-from projections.reading import reading
+from projections.reading import READ_RESPONSES, not_found, reading
 from projections.routes.waiting import AfterQuery, WaitQuery, wait_after
 from projections.workers import PROJECTION, WorkerView, get_worker, list_workers
 from schemas.bounds import MAX_ID_LENGTH
 
-router = APIRouter(prefix="/v1/workers", tags=["workers"])
+router = APIRouter(prefix="/v1/workers", tags=["workers"], responses=READ_RESPONSES)
 
 #: A worker not heard from for this long is ``unknown`` (runners heartbeat every few seconds).
 DEFAULT_STALE_S = 30.0
@@ -68,7 +68,7 @@ async def list_route(
     return WorkerPage(items=[_out(r) for r in rows], total=total, limit=limit, offset=offset)
 
 
-@router.get("/{worker_id}", response_model=WorkerOut)
+@router.get("/{worker_id}", response_model=WorkerOut, responses=not_found("worker"))
 async def get_route(
     request: Request,
     worker_id: Annotated[str, Path(min_length=1, max_length=MAX_ID_LENGTH)],

@@ -54,7 +54,9 @@ async def test_six_types_come_up_healthy_and_a_mixed_batch_is_routed_and_rewarde
             for rollout_id, task in zip(ids, tasks, strict=True):
                 done = ended[rollout_id]
                 assert done["status"] == "succeeded", done
-                (attempt,) = [a for a in done["attempts"] if a["status"] == "succeeded"]
+                succeeded = [a for a in done["attempts"] if a["status"] == "succeeded"]
+                assert len(succeeded) == 1, done
+                (attempt,) = succeeded
                 agent_type = attempt["worker_id"].rsplit("-", 2)[0]
                 # Only a type declaring the kind's capabilities claimed it.
                 assert set(rollout_body(task)["required_capabilities"]) <= set(AGENT_CAPABILITIES[agent_type])

@@ -21,6 +21,7 @@ from producers.client import AsyncClient, RetryPolicy
 from projections.spans import PROJECTION as SPANS
 from projections.triplets import PROJECTION as TRIPLETS
 from schemas import RewardAssigned, SpanRecorded
+from tests.auth.conftest import new_key
 from tests.consumers.helpers import publish, running
 from tests.dashboard.conftest import CHROMIUM_FLAGS
 from tests.producers.conftest import api_settings
@@ -35,9 +36,10 @@ WAIT_MS = 30_000
 
 
 @contextlib.asynccontextmanager
-async def api_on_a_port(kafka_bootstrap: str, pg_url: str, prefix: str) -> AsyncIterator[str]:
-    """The API served on a free port, with the rollouts, workers, spans and triplet read models projected."""
-    app = create_app(api_settings(kafka_bootstrap, pg_url, prefix))
+async def api_on_a_port(kafka_bootstrap: str, pg_url: str, prefix: str) -> AsyncIterator[tuple[str, dict[str, str]]]:
+    """The API served on a free port behind API keys, with the rollouts, workers, spans and triplet read models
+    projected; its URL and a key per scope the test uses (the page gets a read-only one)."""
+    app = create_app(api_settings(kafka_bootstrap, pg_url, prefix, auth="keys"))
     async with contextlib.AsyncExitStack() as stack:
         await stack.enter_async_context(LifespanManager(app, startup_timeout=60, shutdown_timeout=60))
         await stack.enter_async_context(projected(kafka_bootstrap, pg_url, prefix))
@@ -46,7 +48,9 @@ async def api_on_a_port(kafka_bootstrap: str, pg_url: str, prefix: str) -> Async
                 projection, bootstrap=kafka_bootstrap, database_url=pg_url, topic_prefix=prefix, use_group=False
             )
             await stack.enter_async_context(running(worker))
-        yield await stack.enter_async_context(serving(app))
+        url = await stack.enter_async_context(serving(app))
+        keys = {scope: (await new_key(pg_url, prefix, [scope])).key for scope in ("read", "publish", "run")}
+        yield url, keys
 
 
 async def enqueue(http: httpx.AsyncClient, rollout_id: str) -> None:
@@ -69,9 +73,9 @@ async def shown(page: Page, selector: str, text: str) -> None:
 
 async def test_the_dashboard_shows_rollouts_live(chromium, kafka_bootstrap, kafka_topics, pg_url):
     async with (
-        api_on_a_port(kafka_bootstrap, pg_url, kafka_topics) as url,
-        httpx.AsyncClient(base_url=url, timeout=60) as http,
-        AsyncClient(url, retry=RetryPolicy(attempts=1)) as runner,
+        api_on_a_port(kafka_bootstrap, pg_url, kafka_topics) as (url, keys),
+        httpx.AsyncClient(base_url=url, timeout=60, headers={"x-api-key": keys["publish"]}) as http,
+        AsyncClient(url, retry=RetryPolicy(attempts=1), api_key=keys["run"]) as runner,
         async_playwright() as pw,
     ):
         await enqueue(http, "ro-dash-before")
@@ -80,8 +84,14 @@ async def test_the_dashboard_shows_rollouts_live(chromium, kafka_bootstrap, kafk
             page = await browser.new_page(viewport={"width": 1400, "height": 1000})
             errors: list[str] = []
             page.on("pageerror", lambda e: errors.append(str(e)))
-            answer = await page.goto(f"{url}/dashboard?poll_ms=300")
+            # Without a key the page loads (it holds no data) and asks for one.
+            answer = await page.goto(f"{url}/dashboard?poll_ms=500")
             assert answer is not None and answer.status == 200
+            await page.locator("#key-form").wait_for(timeout=WAIT_MS)
+            # With the key in the fragment (what `agl dashboard` prints): never sent in a URL, dropped from the bar.
+            answer = await page.goto(f"{url}/dashboard?poll_ms=300#key={keys['read']}")
+            assert answer is not None and answer.status == 200
+            assert "key=" not in page.url
             await shown(page, "#rollouts tbody tr", "ro-dash-before")
             await page.evaluate("window.loadedOnce = true")  # a reload would lose it
 

@@ -164,4 +164,5 @@ def test_the_openapi_document_declares_every_status_of_each_route(app):
         assert statuses <= declared, (method, path, statuses - declared)
     invalid = document["paths"]["/v1/spans"]["post"]["responses"]["422"]["content"]["application/json"]["schema"]
     assert invalid == {"$ref": "#/components/schemas/InvalidAnswer"}
-    assert "409" not in document["paths"]["/v1/rewards"]["post"]["responses"], "only routes that conflict say so"
+    cancel = document["paths"]["/v1/rollouts/{rollout_id}/cancel"]["post"]["responses"]
+    assert "409" not in cancel, "only routes that conflict say so"

@@ -142,7 +142,9 @@ def create_app(settings: Settings) -> FastAPI:
     # Before the rate limit: buckets are then kept for verified keys only, never for forged ones.
     app.add_middleware(ApiKeyAuth, mode=settings.auth)
     app.add_middleware(UrlLimit, max_bytes=settings.api_max_url_bytes)
-    document_error_answers(app)  # last: it sees every route and the components the others added
+    document_error_answers(
+        app, keys=settings.auth == "keys"
+    )  # last: it sees every route and the components the others added
     install_observability(app, settings)
     readiness = app.state.readiness = ReadinessCache()
 

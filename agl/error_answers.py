@@ -9,6 +9,7 @@ declares them, so they are added here to each operation they can reach, all poin
 
 from __future__ import annotations
 
+import copy
 import json
 from typing import TYPE_CHECKING, Any
 
@@ -64,28 +65,58 @@ def _one_shape(responses: dict[str, Any]) -> None:
             content["application/json"] = {"schema": dict(ERROR)}
 
 
-def document_error_answers(app: FastAPI) -> None:
-    """Add the statuses every route shares to the OpenAPI document, each with the shared error shape."""
+#: How a key is sent (producers/auth): either scheme is accepted.
+SECURITY_SCHEMES: dict[str, dict[str, Any]] = {
+    "bearer": {"type": "http", "scheme": "bearer", "description": "Authorization: Bearer <API key>"},
+    "apiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key", "description": "the API key itself"},
+}
+
+
+def _keyed(operation: dict[str, Any], family: str) -> None:
+    """Declare the key a route needs (AGL_AUTH=keys): its scope, and the 401 and 403 answers."""
+    operation["security"] = [{"bearer": []}, {"apiKey": []}]
+    operation["x-agl-scope"] = family
+    _add(
+        operation["responses"],
+        {
+            "401": {"description": "no API key, or one that is unknown or revoked", "headers": _AUTHENTICATE},
+            "403": {"description": f"the API key has neither the {family!r} nor the 'admin' scope"},
+        },
+    )
+
+
+_AUTHENTICATE = {"WWW-Authenticate": {"description": "Bearer", "schema": {"type": "string"}}}
+
+
+def document_error_answers(app: FastAPI, *, keys: bool = False) -> None:
+    """Add the statuses every route shares to the OpenAPI document, each with the shared error shape; with
+    ``keys`` (AGL_AUTH=keys), the key each route needs too."""
     build = app.openapi
 
     def openapi() -> dict[str, Any]:
-        cached = app.openapi_schema is not None
-        document = build()
-        if cached:
-            return document
+        if app.openapi_schema is not None:
+            return app.openapi_schema
+        # A copy: FastAPI's document shares dicts with the routes (module-level routers, shared by every app in
+        # the process), so editing it in place would leak one app's answers into another's.
+        document = app.openapi_schema = copy.deepcopy(build())
         for path, operations in document.get("paths", {}).items():
             for method, operation in operations.items():
                 responses = operation.setdefault("responses", {})
+                family = route_family(method, path)
+                if keys and family != "health":
+                    _keyed(operation, family)  # the key is checked before any route, the OTLP receiver's too
                 if path.startswith("/v1/traces"):
-                    continue  # the OTLP receiver documents its answers in its own protocol
+                    continue  # the OTLP receiver documents its other answers in its own protocol
                 _one_shape(responses)
                 _add(responses, EVERY_ROUTE)
-                if route_family(method, path) != "health":
+                if family != "health":
                     _add(responses, LIMITED_ROUTE)
                 if "requestBody" in operation:
                     _add(responses, BODY_ROUTE)
                 if any(p.get("name", "").lower() == "idempotency-key" for p in operation.get("parameters", [])):
                     _add(responses, KEYED_ROUTE)
+        if keys:
+            document.setdefault("components", {}).setdefault("securitySchemes", {}).update(SECURITY_SCHEMES)
         # FastAPI's own 422 schema is referenced no more (the answer is InvalidAnswer): drop it from the document.
         schemas = document.get("components", {}).get("schemas", {})
         if schemas.get("HTTPValidationError", {}).get("title") == "HTTPValidationError":

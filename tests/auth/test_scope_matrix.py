@@ -106,3 +106,28 @@ async def test_health_needs_no_key_and_the_dashboard_page_asks_for_one(api_with_
         assert (await http.get("/metrics")).status_code == 401
         assert (await http.get("/v1/projections")).status_code == 401
         assert (await http.get("/docs")).status_code == 401
+
+
+def test_the_document_says_which_key_each_route_needs() -> None:
+    from agl.app import create_app
+    from tests.producers.conftest import api_settings
+
+    keyed = create_app(api_settings("127.0.0.1:9", "postgresql://nobody@127.0.0.1:9/none", "", auth="keys")).openapi()
+    assert set(keyed["components"]["securitySchemes"]) == {"bearer", "apiKey"}
+    checked = 0
+    for path, item in keyed["paths"].items():
+        for method, operation in item.items():
+            family = route_family(method, path)
+            if family == "health":
+                assert "security" not in operation and "401" not in operation["responses"], (method, path)
+                continue
+            assert operation["x-agl-scope"] == family, (method, path)
+            assert operation["security"] == [{"bearer": []}, {"apiKey": []}], (method, path)
+            assert {"401", "403"} <= set(operation["responses"]), (method, path)
+            checked += 1
+    assert checked > 70
+    # With AGL_AUTH=off nothing is asked, and the document does not pretend otherwise.
+    open_doc = create_app(api_settings("127.0.0.1:9", "postgresql://nobody@127.0.0.1:9/none", "", auth="off")).openapi()
+    assert "securitySchemes" not in open_doc.get("components", {})
+    operations = [op for item in open_doc["paths"].values() for op in item.values() if isinstance(op, dict)]
+    assert operations and not any("security" in op or "x-agl-scope" in op for op in operations)

@@ -1,9 +1,9 @@
 """Every route but health needs an API key with the route's scope: 401 without a live key, 403 without the scope.
 
 A pure ASGI middleware, so a refused request is answered before its body is read. The key comes as
-``Authorization: Bearer <key>`` or ``X-API-Key: <key>``. Verified answers (also "unknown or revoked") are cached in
-the process for ``CACHE_S`` seconds, so a request costs no query in the steady state; a revocation is therefore
-seen within that time by every API process.
+``Authorization: Bearer <key>``, ``X-API-Key: <key>`` or the password of HTTP Basic. Verified answers (also
+"unknown or revoked") are cached in the process for ``CACHE_S`` seconds, so a request costs no query in the steady
+state; a revocation is therefore seen within that time by every API process.
 
 ``GET /dashboard`` is served without a key: it is a static page holding no data, whose script sends the key given
 in its URL fragment (``#key=...``, which browsers never send to a server) with every read, and asks for one when
@@ -12,6 +12,8 @@ the API answers 401.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hashlib
 import time
 from collections import OrderedDict
@@ -40,12 +42,23 @@ LOOKUP_TIMEOUT_S = 5.0
 
 
 def presented_key(scope: Scope) -> str | None:
-    """The key a request carries: ``X-API-Key``, else an ``Authorization: Bearer`` token."""
+    """The key a request carries: ``X-API-Key``, else an ``Authorization: Bearer`` token, else the password of
+    ``Authorization: Basic`` (the user name is ignored).
+
+    Basic is for clients that take a server URL but no headers (Agent Lightning's ``LightningStoreClient``, the
+    v0.1 client, curl ``-u``): ``http://agl:<key>@host:8000`` makes them send it.
+    """
     headers = dict(scope.get("headers") or ())
     key = headers.get(b"x-api-key", b"").strip()
     authorization = headers.get(b"authorization", b"")
-    if not key and authorization[:7].lower() == b"bearer ":
+    scheme = authorization[:6].lower()
+    if not key and scheme[:6] == b"bearer" and authorization[6:7] == b" ":
         key = authorization[7:].strip()
+    elif not key and scheme[:5] == b"basic" and authorization[5:6] == b" ":
+        try:
+            key = base64.b64decode(authorization[6:].strip(), validate=True).partition(b":")[2].strip()
+        except binascii.Error:
+            key = b""
     return key.decode("latin-1") if key else None
 
 

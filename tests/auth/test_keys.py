@@ -5,6 +5,7 @@ and `agl up`'s local admin key is saved 0600 and reused."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import hashlib
 import re
 import stat
@@ -141,3 +142,19 @@ async def test_agl_up_saves_a_local_admin_key_once(pg_url: str, tmp_path: Path):
         replaced = await ensure_local_admin_key(conn, tmp_path)
         assert replaced != key and read_key_file(tmp_path) == replaced
         assert await verified_scopes(conn, replaced) == ("admin",)
+
+
+async def test_a_client_that_takes_only_a_url_sends_its_key_as_basic_auth(api_with_keys: KeyedApi):
+    """``http://agl:<key>@host`` (how Agent Lightning's LightningStoreClient or curl -u can carry a key)."""
+    api = api_with_keys
+    reader = api.keys["read"].key
+    with_key = api.url.replace("://", f"://agl:{reader}@", 1)
+    async with httpx.AsyncClient() as http:
+        assert (await http.get(f"{with_key}/v1/agl/statistics")).status_code == 200
+        assert (await http.get(api.url.replace("://", "://agl:agl_0000_wrong@", 1) + "/metrics")).status_code == 401
+        # Not base64, or no password: no key at all.
+        for header in ("Basic !!!", "Basic " + base64.b64encode(reader.encode()).decode(), "Basicx"):
+            answer = await http.get(f"{api.url}/metrics", headers={"authorization": header})
+            assert answer.status_code == 401, header
+        # The scope still holds: a read key cannot publish.
+        assert (await http.post(f"{with_key}/v1/rollouts", json={"input": 1})).status_code == 403

@@ -16,6 +16,7 @@ from fastapi.exceptions import RequestValidationError
 from producers import lifecycle
 from producers.http import one_or_many, one_or_many_openapi
 from producers.idempotency import ids_for_key, next_number, request_hash, reserve_rollouts, stored_rollouts
+from producers.latest_resources import latest_resources_id, record_latest
 from producers.models import (
     ID_PATTERN,
     Accepted,
@@ -130,8 +131,18 @@ async def enqueue_rollouts(
         ids = [item.rollout_id or new_id("ro") for item in items]
         if idempotency_key is not None:
             ids = await ids_for_key(conn, idempotency_key, request_hash(*items), ids)
+        # None names the latest resources as of now, decided here and recorded in the event (not at run time).
+        latest = await latest_resources_id(conn) if any(i.resources_id is None for i in items) else None
         planned = [
-            (RolloutEnqueued(rollout_id=rollout_id, **_fields(item, "rollout_id"), **envelope), _digest(item))
+            (
+                RolloutEnqueued(
+                    rollout_id=rollout_id,
+                    **_fields(item, "rollout_id", "resources_id"),
+                    resources_id=item.resources_id or latest,
+                    **envelope,
+                ),
+                _digest(item),
+            )
             for item, rollout_id in zip(items, ids, strict=True)
         ]
         # The router pins rollouts naming a task kind to an agent type; its decisions commit with the rollouts.
@@ -223,6 +234,7 @@ async def publish_resources(
         # The counter row stays locked until the transaction commits the event to the outbox: versions are
         # committed, and so published, in order.
         version = await next_number(conn, "resources", resources_id)
+        await record_latest(conn, resources_id, version)
         event = ResourcesPublished(
             resources_id=resources_id, resources_version=version, resources=body.resources, **envelope
         )

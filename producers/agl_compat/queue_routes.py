@@ -11,7 +11,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, HTTPException
 
-from producers import lifecycle
+from producers import latest_resources, lifecycle
 from producers.agl_compat import write_model
 from producers.agl_compat.deps import ANONYMOUS_WORKER, RESPONSES, Services, as_422, services
 from producers.agl_compat.models import (
@@ -36,6 +36,14 @@ ServicesDep = Annotated[Services, Depends(services)]
 START_PRIORITY = 1_000_000
 #: The longest a wait answers after: their client gives a request 30 s.
 MAX_WAIT_S = 25.0
+
+
+async def _latest_resources_id(svc: Services) -> str | None:
+    """The latest resources as the write side recorded them; the read model's only for resources published before
+    the write side kept that register."""
+    async with svc.pool.connection() as conn:
+        recorded = await latest_resources.latest_resources_id(conn)
+    return recorded or await latest_resources_id(svc.pool)
 
 
 def _rollout_in(item: EnqueueRolloutRequest, resources_id: str | None, **extra: Any) -> RolloutIn:
@@ -83,7 +91,7 @@ async def health() -> dict[str, str]:
 @router.post("/queues/rollouts/enqueue", status_code=201, response_model=list[Rollout])
 async def enqueue(body: EnqueueManyRequest, svc: ServicesDep) -> list[Rollout]:
     """Enqueue rollouts; one without ``resources_id`` is pinned to the latest resources, as theirs."""
-    resources_id = await latest_resources_id(svc.pool)
+    resources_id = await _latest_resources_id(svc)
     with as_422():
         items = [_rollout_in(item, resources_id) for item in body.rollouts]
     events = await _enqueue(svc, items)
@@ -114,7 +122,7 @@ async def dequeue(body: DequeueRequest, svc: ServicesDep) -> list[AttemptedRollo
 @router.post("/rollouts", status_code=201, response_model=AttemptedRollout)
 async def start_rollout(body: StartRolloutRequest, svc: ServicesDep) -> AttemptedRollout:
     """Create a rollout and claim it at once (their ``start_rollout``): an enqueue and a claim, as events."""
-    resources_id = await latest_resources_id(svc.pool)
+    resources_id = await _latest_resources_id(svc)
     rollout_id = new_id("ro")
     only_this = f"agl-start:{rollout_id}"
     with as_422():

@@ -300,3 +300,28 @@ async def test_a_retried_command_with_its_key_publishes_once(api, kafka_bootstra
     assert spans[0].json() == spans[1].json() and spans[0].json()["sequence_ids"] == [1]
     assert await _records_on(kafka_bootstrap, REWARDS, kafka_topics) == 1
     assert await _records_on(kafka_bootstrap, SPANS, kafka_topics) == 1
+
+
+async def test_a_rollout_naming_no_resources_is_pinned_to_the_latest_at_enqueue(api, kafka_bootstrap, kafka_topics):
+    """Decided by the write side and recorded in rollout.enqueued (Agent Lightning's rule), never looked up later in
+    a read model that may not have caught up (no resources projection runs here at all)."""
+    llm = {"llm": {"resource_type": "llm", "endpoint": "http://x/v1", "model": "m"}}
+
+    async def enqueue(**extra: Any) -> str:
+        answer = await api.post("/v1/rollouts", json={"input": {"q": 1}, **extra})
+        assert answer.status_code == 202, answer.text
+        rollout_id: str = answer.json()["rollouts"][0]["rollout_id"]
+        return rollout_id
+
+    first = (await api.post("/v1/resources", json={"resources_id": "rs-pin-1", "resources": llm})).json()
+    pinned_first = await enqueue()
+    named = await enqueue(resources_id="rs-mine")
+    await api.post("/v1/resources", json={"resources_id": "rs-pin-2", "resources": llm})
+    await api.post("/v1/resources", json={"resources_id": "rs-pin-1", "resources": llm})  # version 2: the latest
+    pinned_again = await enqueue()
+    events = await events_on(kafka_bootstrap, ROLLOUTS.full_name(kafka_topics), 1)
+    resources_of = {e.rollout_id: e.resources_id for e in events if isinstance(e, RolloutEnqueued)}
+    assert first["resources_version"] == 1
+    assert resources_of[pinned_first] == "rs-pin-1"
+    assert resources_of[named] == "rs-mine"  # a rollout naming its resources keeps them
+    assert resources_of[pinned_again] == "rs-pin-1"  # the id published last, whatever its version

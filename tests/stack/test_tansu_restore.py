@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import re
 import time
+from pathlib import Path
 
 import httpx
 import psycopg
@@ -17,19 +18,24 @@ from tests.stack.test_cli import Up, agl, stack_env
 pytestmark = pytest.mark.slow
 
 
-def enqueue(api: str, rollout_ids: list[str]) -> str:
+def key_of(env: dict[str, str]) -> dict[str, str]:
+    """The admin key `agl up` made for the local user (the stack here runs with API keys on, the default)."""
+    return {"X-API-Key": (Path(env["AGL_DATA_DIR"]) / "api-key").read_text().strip()}
+
+
+def enqueue(api: str, rollout_ids: list[str], headers: dict[str, str]) -> str:
     body = [{"rollout_id": r, "input": {"question": r}, "mode": "train"} for r in rollout_ids]
-    answer = httpx.post(f"{api}/v1/rollouts", json=body, timeout=30)
+    answer = httpx.post(f"{api}/v1/rollouts", json=body, timeout=30, headers=headers)
     assert answer.status_code == 202, answer.text
     token: str = answer.json()["position"]
     return token
 
 
-def listed(api: str, after: str | None = None) -> list[str]:
+def listed(api: str, headers: dict[str, str], after: str | None = None) -> list[str]:
     params: dict[str, str | int] = {"limit": 1000}
     if after:
         params.update(after=after, wait_ms=20_000)
-    answer = httpx.get(f"{api}/v1/rollouts", params=params, timeout=30)
+    answer = httpx.get(f"{api}/v1/rollouts", params=params, timeout=30, headers=headers)
     assert answer.status_code == 200, answer.text
     return sorted(item["rollout_id"] for item in answer.json()["items"])
 
@@ -51,8 +57,9 @@ def test_a_tansu_restart_is_restored_from_the_archive_and_consumption_resumes(tm
     url = f"postgresql://postgres@127.0.0.1:{env['AGL_POSTGRES_PORT']}/agl"
     first = sorted(f"ro-before-{n}" for n in range(12))
     up = Up(env)
-    token = enqueue(api, first)
-    assert listed(api, after=token) == first
+    key = key_of(env)
+    token = enqueue(api, first, key)
+    assert listed(api, key, after=token) == first
     wait_archived(url, len(first))
     assert up.interrupt()[0] == 0
 
@@ -61,11 +68,12 @@ def test_a_tansu_restart_is_restored_from_the_archive_and_consumption_resumes(tm
     # The rollouts, and whatever else the stack had published (the default resources).
     restored = re.search(r"restored (\d+) records", output)
     assert restored is not None and int(restored[1]) >= len(first) and "LOST" not in output, output
-    assert listed(api) == first, "the read model survived the restart"
+    assert key_of(env) == key, "the saved key still works: it is reused"
+    assert listed(api, key) == first, "the read model survived the restart"
     # The restored log continues where the stored positions stand: a new event is applied, nothing is skipped
     # and nothing is applied twice.
-    token = enqueue(api, ["ro-after"])
-    assert listed(api, after=token) == sorted([*first, "ro-after"])
+    token = enqueue(api, ["ro-after"], key)
+    assert listed(api, key, after=token) == sorted([*first, "ro-after"])
     with psycopg.connect(url) as conn:
         rows = conn.execute("SELECT count(*), count(DISTINCT rollout_id) FROM rollouts_g1.rollouts").fetchone()
     assert rows == (13, 13)

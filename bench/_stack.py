@@ -6,6 +6,8 @@ A benchmark starts the embedded stack itself unless ``AGL_`` settings point else
   benchmarks that drive the engine or the publisher in-process;
 - :func:`running_stack`: the whole stack as ``agl up`` runs it (API, projections, watchdog), on free ports, for
   benchmarks that go through the HTTP API.
+
+Importing this module sets ``AGL_AUTH=off`` unless it is set (see below).
 """
 
 from __future__ import annotations
@@ -29,6 +31,11 @@ from agl.stack.stack import Stack
 from producers.admin import ensure_topics
 from projections.migrations import migrate_core
 from schemas.topics import TOPICS
+
+# The API processes a benchmark starts (and their clients, runners and agents) run without API keys unless
+# AGL_AUTH says otherwise: the benchmarks measure the pipeline, and a verified key costs a request one cached
+# lookup. Set AGL_AUTH=keys to measure with them (the clients then need AGL_API_KEY).
+os.environ.setdefault("AGL_AUTH", "off")
 
 REPO = Path(__file__).resolve().parents[1]
 KAFKA_LIBS = REPO / ".agl" / "cache" / f"kafka-{KAFKA_VERSION}"

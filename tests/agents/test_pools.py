@@ -55,7 +55,7 @@ async def test_six_types_come_up_healthy_and_a_mixed_batch_is_routed_and_rewarde
                 done = ended[rollout_id]
                 assert done["status"] == "succeeded", done
                 succeeded = [a for a in done["attempts"] if a["status"] == "succeeded"]
-                assert len(succeeded) == 1, done
+                assert len(succeeded) == 1, (done["attempts"], done.get("latest_attempt"), done.get("attempt_count"))
                 (attempt,) = succeeded
                 agent_type = attempt["worker_id"].rsplit("-", 2)[0]
                 # Only a type declaring the kind's capabilities claimed it.

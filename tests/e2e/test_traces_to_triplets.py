@@ -34,6 +34,20 @@ async def _triplets(http: httpx.AsyncClient, rollout_id: str, *, want_reward: bo
     raise AssertionError(f"no (rewarded) triplets for {rollout_id}: {rows}")
 
 
+async def _llm_spans(http: httpx.AsyncClient, rollout_id: str) -> list[dict[str, Any]]:
+    """The rollout's LLM call spans once the spans projection has them (it runs apart from the triplets one, so
+    it may not have caught up when the triplet is there)."""
+    spans: list[dict[str, Any]] = []
+    for _ in range(600):
+        answer = await http.get(f"/v1/rollouts/{rollout_id}/spans", params={"name": "openai.chat.completion"})
+        answer.raise_for_status()
+        spans = answer.json()["items"]
+        if spans:
+            return spans
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"no LLM call spans for {rollout_id}")
+
+
 async def _rewards(http: httpx.AsyncClient, rollout_id: str) -> list[float]:
     """The values of the rollout's ``reward.assigned`` events, once the archive has them."""
     for _ in range(300):
@@ -71,8 +85,7 @@ async def test_a_runner_agent_through_the_proxy_ends_with_triplets_and_a_parquet
             for rollout_id in ids:
                 (triplet,) = await _triplets(http, rollout_id, want_reward=True)
                 # The proxy's span carries the token ids the backend gave (llama.cpp: its logprob ids, /tokenize).
-                calls = await http.get(f"/v1/rollouts/{rollout_id}/spans", params={"name": "openai.chat.completion"})
-                spans = calls.json()["items"]
+                spans = await _llm_spans(http, rollout_id)
                 assert any(s["attributes"].get("prompt_token_ids") for s in spans), spans
                 assert triplet["prompt_token_ids"] and triplet["response_token_ids"]
                 assert triplet["mode"] == "train" and triplet["resources_id"] == published.resources_id

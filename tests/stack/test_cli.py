@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import ClassVar
 
 import psutil
 import psycopg
@@ -47,7 +48,13 @@ def agl(env: dict[str, str], *args: str, timeout: float = 120) -> subprocess.Com
 
 
 class Up:
-    """`agl up` in the background, read until it says it is ready."""
+    """`agl up` in the background, read until it says it is ready.
+
+    Every one started is stopped after its test (tests/stack/conftest.py), also when the test failed half way: a
+    stack left running would hold its broker, database and ports for the rest of the run.
+    """
+
+    started: ClassVar[list[Up]] = []
 
     def __init__(self, env: dict[str, str], *args: str) -> None:
         self.proc = subprocess.Popen(
@@ -57,6 +64,7 @@ class Up:
             stderr=subprocess.STDOUT,
             text=True,
         )
+        Up.started.append(self)
         self.output: list[str] = []
         assert self.proc.stdout is not None
         deadline = time.monotonic() + 180
@@ -70,6 +78,18 @@ class Up:
         self.proc.send_signal(signal.SIGINT)
         rest, _ = self.proc.communicate(timeout=120)
         return self.proc.returncode, "".join(self.output) + rest
+
+    def stop(self) -> None:
+        """Stop it if it still runs (as Ctrl-C does; killed if it does not stop in time)."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
+            try:
+                self.proc.communicate(timeout=120)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.communicate()
+        elif self.proc.stdout is not None:
+            self.proc.stdout.close()
 
 
 def child_pids(data_dir: Path) -> list[int]:

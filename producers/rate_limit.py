@@ -4,11 +4,11 @@
 ``publish=50:100,llm=5:10,traces=500:1000`` (requests per second refilled, bucket size). Families left out are not
 limited; the default (empty) limits nothing, since the embedded stack serves one user.
 
-The client is its API key when the request carries one (``Authorization: Bearer ...`` or ``X-API-Key``; only a
-digest is kept), else its address. Buckets live in the API process: with several API processes behind a balancer,
-each enforces its own share (set rates per process). The number of buckets is bounded, so a flood of distinct
-clients cannot grow memory; the least recently seen bucket goes first (it forgets a client that paused, which at
-worst grants it a fresh burst).
+The client is its API key when the request carries one (as ``producers.auth.middleware.presented_key`` reads it:
+Bearer, ``X-API-Key`` or HTTP Basic; only a digest is kept), else its address. Buckets live in the API process:
+with several API processes behind a balancer, each enforces its own share (set rates per process). The number of
+buckets is bounded, so a flood of distinct clients cannot grow memory; the least recently seen bucket goes first
+(it forgets a client that paused, which at worst grants it a fresh burst).
 
 A refused request costs no database or broker work. Our clients (``producers.client``, the runner) and the
 OpenTelemetry exporter retry 429 after Retry-After.
@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING
 from starlette.responses import JSONResponse
 
 from core.errors import ConfigError
+from producers.auth.middleware import presented_key
 from producers.route_families import FAMILIES, Family, route_family
 
 if TYPE_CHECKING:
@@ -90,14 +91,10 @@ class TokenBuckets:
 
 
 def client_of(scope: Scope) -> str:
-    """The API key's digest when the request carries one, else the peer's address."""
-    headers = dict(scope.get("headers") or ())
-    key = headers.get(b"x-api-key") or b""
-    authorization = headers.get(b"authorization", b"")
-    if not key and authorization[:7].lower() == b"bearer ":
-        key = authorization[7:].strip()
+    """The API key's digest when the request carries one (read as the key check reads it), else the peer's address."""
+    key = presented_key(scope)
     if key:
-        return "key:" + hashlib.sha256(key).hexdigest()[:32]
+        return "key:" + hashlib.sha256(key.encode("latin-1")).hexdigest()[:32]
     peer = scope.get("client")
     return f"addr:{peer[0] if peer else '?'}"
 

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from agl import agent
 from agl.errors import LightningError
+from knowledge.episodes import memory_collection
 from producers.models import DocumentIn
 
 if TYPE_CHECKING:
@@ -40,7 +41,7 @@ class Memory:
 
     @property
     def collection(self) -> str:
-        return f"memory.{self.agent_id}.{self.scope}"
+        return memory_collection(self.agent_id, self.scope)
 
     async def remember(
         self,

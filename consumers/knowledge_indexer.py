@@ -23,7 +23,7 @@ import numpy as np
 import psycopg
 from aiokafka import AIOKafkaConsumer
 
-from knowledge.chunking import Chunk, chunk_text
+from knowledge.chunking import Chunk, ChunkUnit, chunker_for
 from knowledge.embedders import EmbeddingError, vector_to_b64
 from producers.publisher import EventPublisher
 from schemas import ChunksEmbedded, DocumentDeleted, DocumentUpserted, EmbeddedChunk, decode
@@ -61,6 +61,8 @@ CREATE TABLE IF NOT EXISTS knowledge_indexer_dead_letters (
 class IndexerConfig:
     chunk_size: int = 1200
     chunk_overlap: int = 200
+    #: What ``chunk_size`` and ``chunk_overlap`` count: characters, or the embedder's tokens.
+    chunk_unit: ChunkUnit = "chars"
     embed_batch: int = 64
     #: Tries of one embedding call before the document is dead-lettered.
     max_attempts: int = 5
@@ -113,7 +115,8 @@ class KnowledgeIndexer:
         self.topic_prefix = topic_prefix
         self.config = config or IndexerConfig()
         self.group_id = group_id or f"{topic_prefix}agl-knowledge-indexer.{embedder.model_id}"
-        self.chunker = f"chars:{self.config.chunk_size}/{self.config.chunk_overlap}"
+        self._chunker = chunker_for(self.config.chunk_unit, self.config.chunk_size, self.config.chunk_overlap, embedder)
+        self.chunker = self._chunker.name
         self.indexed = 0
         self.dead_lettered = 0
         #: Set once the dead-letter table exists and the consumer has started.
@@ -184,7 +187,7 @@ class KnowledgeIndexer:
     async def _index_document(
         self, record: ConsumerRecord[Any, Any], doc: DocumentUpserted, publisher: EventPublisher, stop: asyncio.Event
     ) -> None:
-        chunks: list[Chunk] = chunk_text(doc.text, size=self.config.chunk_size, overlap=self.config.chunk_overlap)
+        chunks: list[Chunk] = self._chunker.chunk(doc.text)
         vectors: list[Any] = []
         if self._recorded_fits(doc, chunks):
             # The client recorded the document's embedding with this very model: use it, embed nothing.

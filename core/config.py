@@ -101,6 +101,30 @@ class Settings(BaseSettings):
         default=1, ge=1, le=1_000_000, description="bump with the embedder: a new knowledge projection version"
     )
     knowledge_chunk_overlap: int = Field(default=200, ge=0, le=50_000, description="characters shared by neighbours")
+    knowledge_chunk_unit: Literal["chars", "tokens"] = Field(
+        default="chars",
+        description="what chunk sizes count: chars (AGL_KNOWLEDGE_CHUNK_SIZE/OVERLAP) or the embedder's tokens"
+        " (AGL_KNOWLEDGE_CHUNK_TOKENS/OVERLAP_TOKENS)",
+    )
+    knowledge_chunk_tokens: int = Field(default=300, ge=8, le=8192, description="tokens per chunk (unit tokens)")
+    knowledge_chunk_overlap_tokens: int = Field(
+        default=50, ge=0, le=4096, description="tokens shared by neighbours (unit tokens)"
+    )
+    memory_episodes: Literal["on", "off"] = Field(
+        default="on", description="the episode worker writes one episodic memory per finished rollout"
+    )
+    memory_episode_statuses: str = Field(
+        default="succeeded,failed", description="comma-separated terminal statuses that make an episode"
+    )
+    memory_episode_min_reward: float | None = Field(
+        default=None, description="an episode needs at least this final reward; unset = any, or none"
+    )
+    memory_episode_agent: str = Field(
+        default="default",
+        min_length=1,
+        max_length=100,
+        description="whose memories an episode goes to when its rollout names no agent",
+    )
     llm_proxy_timeout_s: float = Field(
         default=300.0, gt=0, description="the LLM proxy answers 504 when its backend is silent longer (per chunk)"
     )

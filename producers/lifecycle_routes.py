@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 from fastapi import APIRouter, Path, Request
 
-from producers import lifecycle, outbox
+from producers import lifecycle, lifecycle_reports, outbox
 from producers.commands import SOURCE, EnvelopeDep, PoolDep, PublisherDep, RelayDep
 from producers.lifecycle_models import (
     NAME_PATTERN,
@@ -21,7 +21,11 @@ from producers.lifecycle_models import (
     ClaimsOut,
     DequeueIn,
     FinishIn,
+    ReportError,
     ReportIn,
+    ReportOut,
+    ReportsIn,
+    ReportsOut,
     VerdictOut,
     WorkerAccepted,
     WorkerHeartbeatIn,
@@ -102,6 +106,7 @@ async def dequeue(
                 capabilities=body.capabilities,
                 limit=body.limit,
                 envelope=envelope,
+                start=body.start,
             )
         if claims:
             relay.kick()
@@ -161,3 +166,37 @@ async def report_finish(request: Request, rollout_id: IdPath, attempt_id: IdPath
     """The attempt's outcome. The rollout succeeds, fails, or is requeued by its config's retry rules."""
     error = None if body.error is None else ErrorInfo(**body.error.model_dump())
     return await _report(request, rollout_id, attempt_id, body, "finish", status=body.status, error=error)
+
+
+@router.post("/workers/{worker_id}/reports", response_model=ReportsOut)
+async def report_many(
+    worker_id: WorkerPath,
+    *,
+    body: ReportsIn,
+    publisher: PublisherDep,
+    pool: PoolDep,
+    relay: RelayDep,
+    envelope: EnvelopeDep,
+) -> ReportsOut:
+    """Many reports of this worker's attempts (``running``, ``heartbeat``, ``finish`` with the attempt's spans and
+    rewards), decided in one transaction in the order sent.
+
+    Each report is answered as its single-report route answers it (a verdict), or refused alone (``error``: 404 no
+    such rollout or attempt, 409 another worker's attempt) while the others are decided. A finish's spans and
+    rewards are recorded with its decision, once per attempt: resending the batch after a lost answer records
+    nothing twice.
+    """
+    async with pool.connection() as conn:
+        answers, ids = await lifecycle_reports.report_many(
+            conn, publisher, worker_id=worker_id, reports=body.reports, envelope=envelope
+        )
+    if ids:
+        relay.kick()
+    return ReportsOut(
+        results=[
+            ReportOut(error=ReportError(status_code=a.status_code, detail=a.detail))
+            if isinstance(a, lifecycle_reports.Refused)
+            else ReportOut(verdict=_verdict(a))
+            for a in answers
+        ]
+    )

@@ -33,7 +33,7 @@ _RULE_TEXTS: tuple[tuple[str, str, Family], ...] = (
     # Runners: claims, attempts, workers, context of an attempt.
     ("POST", r"/v1/rollouts/dequeue", "run"),
     ("POST", rf"/v1/rollouts/{_ID}/attempts/{_ID}/(running|heartbeat|finish|context)", "run"),
-    ("POST", rf"/v1/workers/(register|{_ID}/heartbeat|{_ID}/deregister)", "run"),
+    ("POST", rf"/v1/workers/(register|{_ID}/heartbeat|{_ID}/deregister|{_ID}/reports)", "run"),
     ("POST", r"/v1/agl/queues/rollouts/dequeue", "run"),
     ("POST", rf"/v1/agl/rollouts/{_ID}/attempts(/{_ID})?", "run"),
     ("POST", rf"/v1/agl/workers/{_ID}", "run"),

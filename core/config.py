@@ -111,7 +111,8 @@ class Settings(BaseSettings):
         default=50, ge=0, le=4096, description="tokens shared by neighbours (unit tokens)"
     )
     memory_episodes: Literal["on", "off"] = Field(
-        default="on", description="the episode worker writes one episodic memory per finished rollout"
+        default="off",
+        description="on: `agl up` runs the episode worker, one episodic memory (embedded) per finished rollout",
     )
     memory_episode_statuses: str = Field(
         default="succeeded,failed", description="comma-separated terminal statuses that make an episode"

@@ -132,7 +132,8 @@ async def settled(handed: Handed) -> list[Position | BaseException]:
 def _position(outcome: Any, delta: int) -> Position | BaseException:
     if isinstance(outcome, BaseException):
         return outcome
-    return Position(topic=outcome.topic, partition=outcome.partition, offset=outcome.offset + delta)
+    # The broker's own answer: nothing to validate, and one Position per record adds up at tens of thousands a second.
+    return Position.model_construct(topic=outcome.topic, partition=outcome.partition, offset=outcome.offset + delta)
 
 
 async def _hand_over(producer: AIOKafkaProducer, batch: Any, where: Where) -> asyncio.Future[Any]:

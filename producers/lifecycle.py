@@ -136,6 +136,7 @@ async def claim(
             return [], []
         now = await _now(conn)
         claims: list[Claim] = []
+        saved: list[RolloutState] = []
         events = []
         attempts = []
         for rollout_id, status, seq, raw_config, count, latest, input_, mode, resources_id, metadata in rows:
@@ -158,25 +159,47 @@ async def claim(
                     attempt_id,
                     rollout_id,
                     new.attempt_count,
-                    worker_id,
                     attempt_status,
-                    now,
                     timeout_at,
                     now + timedelta(seconds=unresponsive),
                 )
             )
-            await _save_rollout(conn, new, ended_at=None)
+            saved.append(new)
             claims.append(
                 Claim(rollout_id, attempt_id, new.attempt_count, input_, mode, resources_id, raw_config, metadata or {})
             )
-        async with conn.cursor() as c:
-            await c.executemany(
-                "INSERT INTO lifecycle_attempts (attempt_id, rollout_id, sequence_id, worker_id, status, claimed_at,"
-                " last_seen, timeout_at, unresponsive_at) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)",
-                [(a, r, s, w, st, at, at, t, u) for a, r, s, w, st, at, t, u in attempts],
-            )
+        await save_rollouts(conn, saved, now)
+        columns = list(zip(*attempts, strict=True))
+        await conn.execute(
+            "INSERT INTO lifecycle_attempts (attempt_id, rollout_id, sequence_id, worker_id, status, claimed_at,"
+            " last_seen, timeout_at, unresponsive_at) SELECT a.id, a.rid, a.seq, %s, a.status, %s, %s, a.t, a.u"
+            " FROM unnest(%b::text[], %b::text[], %b::int[], %b::text[], %b::timestamptz[], %b::timestamptz[])"
+            " AS a(id, rid, seq, status, t, u)",
+            (worker_id, now, now, *(list(c) for c in columns)),
+        )
         ids = await outbox.append(conn, publisher, events)
     return claims, ids
+
+
+async def save_rollouts(conn: AsyncConnection[Any], rollouts: Sequence[RolloutState], now: datetime) -> None:
+    """Decisions' new rollout states, in one statement (a terminal one ends at ``now``, if not ended yet)."""
+    if not rollouts:
+        return
+    await conn.execute(
+        "UPDATE lifecycle_rollouts AS r SET status = v.status, seq = v.seq, attempt_count = v.count,"
+        " latest_attempt_id = v.latest, ended_at = COALESCE(r.ended_at, CASE WHEN v.terminal THEN %s END)"
+        " FROM unnest(%b::text[], %b::text[], %b::int[], %b::int[], %b::text[], %b::bool[])"
+        " AS v(id, status, seq, count, latest, terminal) WHERE r.rollout_id = v.id",
+        (
+            now,
+            [r.rollout_id for r in rollouts],
+            [r.status for r in rollouts],
+            [r.seq for r in rollouts],
+            [r.attempt_count for r in rollouts],
+            [r.latest_attempt_id for r in rollouts],
+            [r.status in TERMINAL_STATUSES for r in rollouts],
+        ),
+    )
 
 
 async def _save_rollout(conn: AsyncConnection[Any], state: RolloutState, *, ended_at: datetime | None) -> None:
@@ -286,21 +309,32 @@ async def report(
 async def _lock_for_report(
     conn: AsyncConnection[Any], rollout_id: str, attempt_id: str
 ) -> tuple[RolloutState, AttemptState, datetime]:
-    """The rollout (locked), its attempt and the decision's time, in one round trip."""
+    """The rollout (locked), its attempt and the decision's time.
+
+    Two statements, not one join: a READ COMMITTED statement that waits for the rollout's lock gets the rollout as
+    the decision holding it left it, but the attempt as it was when the statement began. A heartbeat queued behind
+    its attempt's finish then saw the rollout succeeded and the attempt running, and recorded (and wrote back) a
+    late "running" attempt (tests/producers/test_report_behind_a_decision.py). Read once the lock is held, the
+    attempt is as current as the rollout.
+    """
     cur = await conn.execute(
-        "SELECT r.status, r.seq, r.config, r.attempt_count, r.latest_attempt_id,"
-        " a.sequence_id, a.worker_id, a.status, a.late_reports, now()"
-        " FROM lifecycle_rollouts r LEFT JOIN lifecycle_attempts a"
-        " ON a.attempt_id = %s AND a.rollout_id = r.rollout_id"
-        " WHERE r.rollout_id = %s FOR UPDATE OF r",
-        (attempt_id, rollout_id),
+        "SELECT status, seq, config, attempt_count, latest_attempt_id, now() FROM lifecycle_rollouts"
+        " WHERE rollout_id = %s FOR UPDATE",
+        (rollout_id,),
     )
     row = await cur.fetchone()
     if row is None:
         raise UnknownEntity(f"no rollout {rollout_id!r}")
-    status, seq, raw_config, count, latest, sequence_id, worker, attempt_status, late, now = row
-    if sequence_id is None:
+    status, seq, raw_config, count, latest, now = row
+    cur = await conn.execute(
+        "SELECT sequence_id, worker_id, status, late_reports FROM lifecycle_attempts"
+        " WHERE attempt_id = %s AND rollout_id = %s",
+        (attempt_id, rollout_id),
+    )
+    found = await cur.fetchone()
+    if found is None:
         raise UnknownEntity(f"no attempt {attempt_id!r} of rollout {rollout_id!r}")
+    sequence_id, worker, attempt_status, late = found
     rollout = RolloutState(rollout_id, status, seq, config_of(raw_config), count, latest)
     return rollout, AttemptState(attempt_id, rollout_id, sequence_id, worker, attempt_status, late), now
 

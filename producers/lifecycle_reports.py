@@ -17,9 +17,9 @@ from typing import TYPE_CHECKING, Any
 
 from producers import decider, outbox
 from producers.decider import AttemptState, RolloutState, Verdict
-from producers.lifecycle import config_of, heartbeat_event
+from producers.lifecycle import config_of, heartbeat_event, save_rollouts
 from producers.span_numbers import span_sequence_ids
-from schemas import TERMINAL_STATUSES, ErrorInfo, Event, RewardAssigned, SpanRecorded
+from schemas import ErrorInfo, Event, RewardAssigned, SpanRecorded
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -160,22 +160,7 @@ async def _save(
     conn: AsyncConnection[Any], rollouts: list[RolloutState], attempts: list[_Attempt], now: datetime
 ) -> None:
     """The decisions' new states: every touched rollout and attempt, in two statements."""
-    if rollouts:
-        await conn.execute(
-            "UPDATE lifecycle_rollouts AS r SET status = v.status, seq = v.seq, attempt_count = v.count,"
-            " latest_attempt_id = v.latest, ended_at = COALESCE(r.ended_at, CASE WHEN v.terminal THEN %s END)"
-            " FROM unnest(%s::text[], %s::text[], %s::int[], %s::int[], %s::text[], %s::bool[])"
-            " AS v(id, status, seq, count, latest, terminal) WHERE r.rollout_id = v.id",
-            (
-                now,
-                [r.rollout_id for r in rollouts],
-                [r.status for r in rollouts],
-                [r.seq for r in rollouts],
-                [r.attempt_count for r in rollouts],
-                [r.latest_attempt_id for r in rollouts],
-                [r.status in TERMINAL_STATUSES for r in rollouts],
-            ),
-        )
+    await save_rollouts(conn, rollouts, now)
     if attempts:
         await conn.execute(
             "UPDATE lifecycle_attempts AS a SET status = v.status, late_reports = v.late,"
@@ -184,8 +169,8 @@ async def _save(
             " ELSE a.unresponsive_at END,"
             " last_seen = CASE WHEN v.seen THEN %(now)s ELSE a.last_seen END,"
             " results_recorded = a.results_recorded OR v.recorded"
-            " FROM unnest(%(ids)s::text[], %(statuses)s::text[], %(lates)s::int[], %(ended)s::bool[],"
-            " %(seen)s::bool[], %(recorded)s::bool[]) AS v(id, status, late, ended, seen, recorded)"
+            " FROM unnest(%(ids)b::text[], %(statuses)b::text[], %(lates)b::int[], %(ended)b::bool[],"
+            " %(seen)b::bool[], %(recorded)b::bool[]) AS v(id, status, late, ended, seen, recorded)"
             " WHERE a.attempt_id = v.id",
             {
                 "now": now,

@@ -189,7 +189,9 @@ class Stack:
         await self.start_service(
             ServiceSpec("knowledge-indexer", [sys.executable, "-m", "agl", "knowledge", "indexer"])
         )
-        await self.start_service(ServiceSpec("memory-episodes", [sys.executable, "-m", "agl", "knowledge", "episodes"]))
+        if self.settings.memory_episodes == "on":  # opt-in: each finished rollout then costs an embedding
+            episodes = [sys.executable, "-m", "agl", "knowledge", "episodes"]
+            await self.start_service(ServiceSpec("memory-episodes", episodes))
         await self._publish_default_llm()
         if self.agents is not False:
             # After the LLM is published: the agents call it through the proxy from their first task.

@@ -67,7 +67,9 @@ async def adder(task: dict[str, str]) -> float:
 async def test_one_episode_per_finished_rollout_recalled_deduplicated_and_consolidated(
     kafka_bootstrap, kafka_topics, pg_url
 ):
-    settings = Settings(kafka_bootstrap=kafka_bootstrap, database_url=pg_url, topic_prefix=kafka_topics)
+    settings = Settings(
+        kafka_bootstrap=kafka_bootstrap, database_url=pg_url, topic_prefix=kafka_topics, memory_episodes="on"
+    )
     app = create_app(settings)
     episodes = EpisodeWorker(
         EpisodePolicy(), bootstrap=kafka_bootstrap, database_url=pg_url, topic_prefix=kafka_topics, use_group=False,

@@ -53,7 +53,10 @@ class SpecialistAgent(LitAgent[Mapping[str, Any]]):
     system_prompt: ClassVar[str]
     tools: ClassVar[tuple[Tool, ...]] = ()
     version: ClassVar[str] = AGENTS_VERSION
-    max_tokens: ClassVar[int] = 48
+    #: SmolLM2 rambles on to whatever limit it is given, and the answer comes first: measured on the shipped task
+    #: sets, 24 tokens earn the same rewards as 48 with a quarter fewer tokens generated. A type whose answer is a
+    #: list (the QA tester's boundary values) asks for more.
+    max_tokens: ClassVar[int] = 24
 
     @classmethod
     def capabilities(cls) -> tuple[str, ...]:

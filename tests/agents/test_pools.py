@@ -55,7 +55,13 @@ async def test_six_types_come_up_healthy_and_a_mixed_batch_is_routed_and_rewarde
                 done = ended[rollout_id]
                 assert done["status"] == "succeeded", done
                 succeeded = [a for a in done["attempts"] if a["status"] == "succeeded"]
-                assert len(succeeded) == 1, (done["attempts"], done.get("latest_attempt"), done.get("attempt_count"))
+                if len(succeeded) != 1:
+                    decisions = [
+                        e["event"]
+                        for e in await _events(http, rollout_id)
+                        if e["type"].startswith(("rollout.", "attempt."))
+                    ]
+                    raise AssertionError((done["attempts"], done["latest_attempt"], done["attempt_count"], decisions))
                 (attempt,) = succeeded
                 agent_type = attempt["worker_id"].rsplit("-", 2)[0]
                 # Only a type declaring the kind's capabilities claimed it.

@@ -93,13 +93,13 @@ async def reserve_rollouts(
     async with conn.transaction():
         cur = await conn.execute(
             "INSERT INTO command_rollouts (rollout_id, request_hash, event)"
-            " SELECT * FROM unnest(%s::text[], %s::text[], %s::text[]) ON CONFLICT (rollout_id) DO NOTHING"
+            " SELECT * FROM unnest(%b::text[], %b::text[], %b::text[]) ON CONFLICT (rollout_id) DO NOTHING"
             " RETURNING rollout_id",
             ([r[0] for r in rows], [r[1] for r in rows], [r[2] for r in rows]),
         )
         fresh = {row[0] for row in await cur.fetchall()}
         cur = await conn.execute(
-            "SELECT rollout_id, request_hash FROM command_rollouts WHERE rollout_id = ANY(%s)", (list(wanted),)
+            "SELECT rollout_id, request_hash FROM command_rollouts WHERE rollout_id = ANY(%b)", (list(wanted),)
         )
         clashes = sorted(rollout_id for rollout_id, digest in await cur.fetchall() if wanted[rollout_id] != digest)
         if clashes:
@@ -122,7 +122,7 @@ async def _enter_outbox(
     await insert_rollouts(conn, events)
     outbox_ids = await outbox.append(conn, publisher, events)
     await conn.execute(
-        "UPDATE command_rollouts SET outbox_id = o.id FROM unnest(%s::text[], %s::bigint[]) AS o(rollout_id, id)"
+        "UPDATE command_rollouts SET outbox_id = o.id FROM unnest(%b::text[], %b::bigint[]) AS o(rollout_id, id)"
         " WHERE command_rollouts.rollout_id = o.rollout_id",
         ([e.rollout_id for e in events], outbox_ids),
     )
@@ -145,7 +145,7 @@ async def stored_rollouts(
     async with conn.transaction():
         cur = await conn.execute(
             'SELECT rollout_id, event, topic, "partition", "offset", outbox_id FROM command_rollouts'
-            " WHERE rollout_id = ANY(%s) ORDER BY rollout_id FOR UPDATE",
+            " WHERE rollout_id = ANY(%b) ORDER BY rollout_id FOR UPDATE",
             (list(rollout_ids),),
         )
         found: dict[str, StoredRollout] = {}

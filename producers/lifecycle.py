@@ -127,7 +127,7 @@ async def claim(
         cur = await conn.execute(
             "SELECT rollout_id, status, seq, config, attempt_count, latest_attempt_id, input, mode, resources_id,"
             " metadata FROM lifecycle_rollouts"
-            " WHERE status IN ('queuing', 'requeuing') AND required_capabilities <@ %s::text[]"
+            " WHERE status IN ('queuing', 'requeuing') AND required_capabilities <@ %b::text[]"
             " ORDER BY priority DESC, queue_order LIMIT %s FOR UPDATE SKIP LOCKED",
             (sorted(set(capabilities)), limit),
         )

@@ -119,7 +119,7 @@ async def _lock_rollouts(
     """The rollouts' write-model states, their rows locked in id order, and the decisions' time."""
     cur = await conn.execute(
         "SELECT rollout_id, status, seq, config, attempt_count, latest_attempt_id FROM lifecycle_rollouts"
-        " WHERE rollout_id = ANY(%s) ORDER BY rollout_id FOR UPDATE",
+        " WHERE rollout_id = ANY(%b) ORDER BY rollout_id FOR UPDATE",
         (rollout_ids,),
     )
     states = {
@@ -135,7 +135,7 @@ async def _lock_rollouts(
 async def _attempts(conn: AsyncConnection[Any], attempt_ids: list[str]) -> dict[str, _Attempt]:
     cur = await conn.execute(
         "SELECT attempt_id, rollout_id, sequence_id, worker_id, status, late_reports, results_recorded"
-        " FROM lifecycle_attempts WHERE attempt_id = ANY(%s)",
+        " FROM lifecycle_attempts WHERE attempt_id = ANY(%b)",
         (attempt_ids,),
     )
     return {

@@ -157,7 +157,7 @@ class OutboxRelay:
                 read_at_remote, next_read = self._remote_max, loop.time() + self._poll_s
                 async with pool.connection() as conn:
                     cur = await conn.execute(
-                        'SELECT id, topic, "partition", "offset" FROM outbox WHERE id = ANY(%s) AND published',
+                        'SELECT id, topic, "partition", "offset" FROM outbox WHERE id = ANY(%b) AND published',
                         (missing,),
                     )
                     for row in await cur.fetchall():

@@ -110,6 +110,6 @@ async def event_ids(conn: AsyncConnection[Any], outbox_ids: Sequence[int]) -> li
     """The event ids carried by outbox rows, in the order given."""
     if not outbox_ids:
         return []
-    cur = await conn.execute("SELECT id, value FROM outbox WHERE id = ANY(%s)", (list(outbox_ids),))
+    cur = await conn.execute("SELECT id, value FROM outbox WHERE id = ANY(%b)", (list(outbox_ids),))
     found = {row[0]: str(orjson.loads(bytes(row[1]))["event_id"]) for row in await cur.fetchall()}
     return [found[i] for i in outbox_ids]

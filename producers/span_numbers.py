@@ -26,7 +26,7 @@ async def span_sequence_ids(conn: AsyncConnection[Any], items: Sequence[SpanIn])
     ids = sorted(missing)  # a fixed order, so concurrent batches cannot deadlock
     cur = await conn.execute(
         "INSERT INTO command_counters (kind, id, last)"
-        " SELECT 'span_sequence', r.id, r.n FROM unnest(%s::text[], %s::bigint[]) WITH ORDINALITY AS r(id, n, o)"
+        " SELECT 'span_sequence', r.id, r.n FROM unnest(%b::text[], %b::bigint[]) WITH ORDINALITY AS r(id, n, o)"
         " ORDER BY r.o"
         " ON CONFLICT (kind, id) DO UPDATE SET last = command_counters.last + EXCLUDED.last RETURNING id, last",
         (ids, [missing[i] for i in ids]),

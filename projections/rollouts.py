@@ -221,7 +221,7 @@ async def load_state(conn: AsyncConnection[Any], rollout_ids: list[str]) -> Stat
     async with conn.cursor(row_factory=class_row(RolloutRow)) as cur:
         set_json_loads(orjson.loads, cur)  # the stdlib parser was a visible share of loading
         await cur.execute(
-            f"SELECT {', '.join(_ROLLOUT_COLS)} FROM rollouts WHERE rollout_id = ANY(%s)",  # noqa: S608
+            f"SELECT {', '.join(_ROLLOUT_COLS)} FROM rollouts WHERE rollout_id = ANY(%b)",  # noqa: S608
             (rollout_ids,),
         )
         rollouts = {r.rollout_id: r for r in await cur.fetchall()}
@@ -232,7 +232,7 @@ async def _attempts_where(conn: AsyncConnection[Any], column: str, values: Seque
     async with conn.cursor(row_factory=class_row(AttemptRow)) as cur:
         set_json_loads(orjson.loads, cur)
         await cur.execute(
-            f"SELECT {', '.join(_ATTEMPT_COLS)} FROM attempts WHERE {column} = ANY(%s)",  # noqa: S608
+            f"SELECT {', '.join(_ATTEMPT_COLS)} FROM attempts WHERE {column} = ANY(%b)",  # noqa: S608
             (list(values),),
         )
         return {a.attempt_id: a for a in await cur.fetchall()}

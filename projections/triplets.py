@@ -141,7 +141,7 @@ async def _store_rollouts(conn: AsyncConnection[Any], enqueued: dict[str, Rollou
     ids = sorted(enqueued)
     await conn.execute(
         "INSERT INTO triplet_rollouts (rollout_id, mode, resources_id) "
-        "SELECT * FROM unnest(%s::text[], %s::text[], %s::text[]) ON CONFLICT (rollout_id) DO NOTHING",
+        "SELECT * FROM unnest(%b::text[], %b::text[], %b::text[]) ON CONFLICT (rollout_id) DO NOTHING",
         (ids, [enqueued[i].mode for i in ids], [enqueued[i].resources_id for i in ids]),
     )
     # Triplets already written for a rollout enqueued only now (its spans came first) get its filters.
@@ -149,7 +149,7 @@ async def _store_rollouts(conn: AsyncConnection[Any], enqueued: dict[str, Rollou
     if others := [i for i in ids if i not in recomputed]:
         await conn.execute(
             "UPDATE triplets t SET mode = r.mode, resources_id = r.resources_id FROM triplet_rollouts r "
-            "WHERE t.rollout_id = r.rollout_id AND t.rollout_id = ANY(%s)",
+            "WHERE t.rollout_id = r.rollout_id AND t.rollout_id = ANY(%b)",
             (others,),
         )
 
@@ -163,13 +163,13 @@ async def _stored_spans(
     queries: list[tuple[str, tuple[Any, ...]]] = []
     if rollouts:
         queries.append(
-            ("SELECT rollout_id, attempt_id, span_id, body FROM triplet_spans WHERE rollout_id = ANY(%s)", (rollouts,))
+            ("SELECT rollout_id, attempt_id, span_id, body FROM triplet_spans WHERE rollout_id = ANY(%b)", (rollouts,))
         )
     if pairs:
         queries.append(
             (
                 "SELECT s.rollout_id, s.attempt_id, s.span_id, s.body FROM triplet_spans s "
-                "JOIN unnest(%s::text[], %s::text[]) AS t (rollout_id, attempt_id) USING (rollout_id, attempt_id)",
+                "JOIN unnest(%b::text[], %b::text[]) AS t (rollout_id, attempt_id) USING (rollout_id, attempt_id)",
                 ([r for r, _ in pairs], [a for _, a in pairs]),
             )
         )
@@ -184,7 +184,7 @@ async def _stored_spans(
 async def _stored_rewards(conn: AsyncConnection[Any], rollouts: list[str]) -> dict[str, dict[str, OrderedReward]]:
     out: dict[str, dict[str, OrderedReward]] = {r: {} for r in rollouts}
     cur = await conn.execute(
-        "SELECT rollout_id, event_id::text, log_offset, body FROM triplet_rewards WHERE rollout_id = ANY(%s)",
+        "SELECT rollout_id, event_id::text, log_offset, body FROM triplet_rewards WHERE rollout_id = ANY(%b)",
         (rollouts,),
     )
     validate = RewardAssigned.model_validate_json
@@ -195,7 +195,7 @@ async def _stored_rewards(conn: AsyncConnection[Any], rollouts: list[str]) -> di
 
 async def _facts(conn: AsyncConnection[Any], rollouts: list[str]) -> dict[str, tuple[bytes, bytes]]:
     cur = await conn.execute(
-        "SELECT rollout_id, mode, resources_id FROM triplet_rollouts WHERE rollout_id = ANY(%s)", (rollouts,)
+        "SELECT rollout_id, mode, resources_id FROM triplet_rollouts WHERE rollout_id = ANY(%b)", (rollouts,)
     )
     return {r: (text(mode), text(resources)) for r, mode, resources in await cur.fetchall()}
 
@@ -282,10 +282,10 @@ async def apply_batch(envelopes: Sequence[Envelope], conn: AsyncConnection[Any],
             attempt = text(attempt_id)
             triplet_lines.extend(triplet_line(rollout, attempt, mode, resources_id, t) for t in triplets)
     if whole:
-        await conn.execute("DELETE FROM triplets WHERE rollout_id = ANY(%s)", (whole,))
+        await conn.execute("DELETE FROM triplets WHERE rollout_id = ANY(%b)", (whole,))
     if pairs := [(r, a) for r in sorted(attempts) for a in sorted(attempts[r])]:
         await conn.execute(
-            "DELETE FROM triplets t USING unnest(%s::text[], %s::text[]) AS d (rollout_id, attempt_id) "
+            "DELETE FROM triplets t USING unnest(%b::text[], %b::text[]) AS d (rollout_id, attempt_id) "
             "WHERE t.rollout_id = d.rollout_id AND t.attempt_id = d.attempt_id",
             ([r for r, _ in pairs], [a for _, a in pairs]),
         )

@@ -54,12 +54,18 @@ async def ids_for_key(conn: AsyncConnection[Any], key: str, digest: str, propose
     Raises:
         IdempotencyConflict: the key was used before for a different request.
     """
-    async with conn.transaction():
-        await conn.execute(
-            "INSERT INTO command_idempotency_keys (idempotency_key, request_hash, rollout_ids) VALUES (%s, %s, %s)"
-            " ON CONFLICT (idempotency_key) DO NOTHING",
-            (key, digest, proposed),
-        )
+    # One statement, its own transaction: the binding made now, or the one found. A binding committed by a
+    # concurrent request after this statement's snapshot is invisible to it (no row): read it again then.
+    cur = await conn.execute(
+        "WITH made AS (INSERT INTO command_idempotency_keys (idempotency_key, request_hash, rollout_ids)"
+        " VALUES (%(key)s, %(digest)s, %(ids)s) ON CONFLICT (idempotency_key) DO NOTHING"
+        " RETURNING request_hash, rollout_ids)"
+        " SELECT request_hash, rollout_ids FROM made UNION ALL"
+        " SELECT request_hash, rollout_ids FROM command_idempotency_keys WHERE idempotency_key = %(key)s",
+        {"key": key, "digest": digest, "ids": proposed},
+    )
+    row = await cur.fetchone()
+    if row is None:
         cur = await conn.execute(
             "SELECT request_hash, rollout_ids FROM command_idempotency_keys WHERE idempotency_key = %s", (key,)
         )

@@ -2,8 +2,10 @@
 decides with :mod:`producers.decider`, updates the rows and appends the decision's events to the outbox.
 
 Claims use ``FOR UPDATE SKIP LOCKED`` in queue order (priority, then enqueue order), so concurrent workers
-never claim one rollout twice and never wait on each other. Times of decisions are PostgreSQL's transaction
-time: one clock for every API process and the watchdog.
+never claim one rollout twice and never wait on each other. Times of decisions are PostgreSQL's clock read once
+the decision's rows are locked (``clock_timestamp()``, not the transaction's start, ``now()``): one clock for
+every API process and the watchdog, and a decision that waited for another's lock is timed after it. (A claim
+whose transaction began before the failure it retries was once stamped before that failure's end.)
 """
 
 from __future__ import annotations
@@ -66,7 +68,7 @@ class Outcome:
 
 
 async def _now(conn: AsyncConnection[Any]) -> datetime:
-    cur = await conn.execute("SELECT now()")
+    cur = await conn.execute("SELECT clock_timestamp()")
     row = await cur.fetchone()
     assert row is not None
     now: datetime = row[0]
@@ -318,23 +320,23 @@ async def _lock_for_report(
     attempt is as current as the rollout.
     """
     cur = await conn.execute(
-        "SELECT status, seq, config, attempt_count, latest_attempt_id, now() FROM lifecycle_rollouts"
+        "SELECT status, seq, config, attempt_count, latest_attempt_id FROM lifecycle_rollouts"
         " WHERE rollout_id = %s FOR UPDATE",
         (rollout_id,),
     )
     row = await cur.fetchone()
     if row is None:
         raise UnknownEntity(f"no rollout {rollout_id!r}")
-    status, seq, raw_config, count, latest, now = row
+    status, seq, raw_config, count, latest = row
     cur = await conn.execute(
-        "SELECT sequence_id, worker_id, status, late_reports FROM lifecycle_attempts"
+        "SELECT sequence_id, worker_id, status, late_reports, clock_timestamp() FROM lifecycle_attempts"
         " WHERE attempt_id = %s AND rollout_id = %s",
         (attempt_id, rollout_id),
     )
     found = await cur.fetchone()
     if found is None:
         raise UnknownEntity(f"no attempt {attempt_id!r} of rollout {rollout_id!r}")
-    sequence_id, worker, attempt_status, late = found
+    sequence_id, worker, attempt_status, late, now = found
     rollout = RolloutState(rollout_id, status, seq, config_of(raw_config), count, latest)
     return rollout, AttemptState(attempt_id, rollout_id, sequence_id, worker, attempt_status, late), now
 

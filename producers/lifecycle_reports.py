@@ -116,7 +116,7 @@ def _decide(
 async def _lock_rollouts(
     conn: AsyncConnection[Any], rollout_ids: list[str]
 ) -> tuple[dict[str, RolloutState], datetime]:
-    """The rollouts' write-model states, their rows locked in id order, and the decisions' time."""
+    """The rollouts' write-model states, their rows locked in id order, and the decisions' time (read after)."""
     cur = await conn.execute(
         "SELECT rollout_id, status, seq, config, attempt_count, latest_attempt_id FROM lifecycle_rollouts"
         " WHERE rollout_id = ANY(%b) ORDER BY rollout_id FOR UPDATE",
@@ -126,7 +126,7 @@ async def _lock_rollouts(
         rid: RolloutState(rid, status, seq, config_of(raw), count, latest)
         for rid, status, seq, raw, count, latest in await cur.fetchall()
     }
-    cur = await conn.execute("SELECT now()")
+    cur = await conn.execute("SELECT clock_timestamp()")  # once the locks are held (see producers.lifecycle)
     row = await cur.fetchone()
     assert row is not None
     return states, row[0]

@@ -76,6 +76,9 @@ def as_422() -> Iterator[None]:
         yield
     except ValidationError as e:
         raise RequestValidationError(e.errors()) from e
+    except (ValueError, OverflowError, OSError, TypeError) as e:
+        # A value their model lets through that no datetime can hold (a span time in the year 10^9, say).
+        raise RequestValidationError([{"type": "value_error", "loc": ("body",), "msg": str(e), "input": None}]) from e
 
 
 def reject_nulls(body: dict[str, Any], fields: tuple[str, ...]) -> None:

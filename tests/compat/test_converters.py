@@ -5,12 +5,15 @@ from __future__ import annotations
 
 import json
 
+import pytest
+from fastapi.exceptions import RequestValidationError
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from producers.agl_compat.convert import resource_in, resource_out, span_in, span_out
+from producers.agl_compat.deps import as_422
 from producers.agl_compat.models import Span
 from producers.agl_compat.otel_json import span_request
 
@@ -67,3 +70,17 @@ def test_an_api_key_never_reaches_the_log() -> None:
     llm = {"resource_type": "llm", "endpoint": "http://x/v1", "model": "m", "api_key": "sk-secret"}
     assert "api_key" not in resource_in(llm)
     assert resource_out(resource_in(llm) | {"api_key_ref": "env:KEY"})["api_key"] is None
+
+
+@pytest.mark.parametrize(
+    ("start", "events"),
+    [(1e17, []), (4.3e16, []), (1.0, [{"name": "e", "timestamp": "soon"}])],
+    ids=["overflow", "year", "not-a-number"],
+)
+def test_a_span_time_no_datetime_can_hold_is_a_422_not_a_500(start: float, events: list[dict[str, object]]) -> None:
+    # Found by the API fuzzer: their model takes any float (and any event dict); 4.3e16 s is the year ~1.4e9.
+    span = Span(rollout_id="ro-1", attempt_id="at-1", sequence_id=1, trace_id="0" * 32, span_id="1" * 16,
+                name="s", start_time=start, events=events)  # fmt: skip
+    with pytest.raises(RequestValidationError) as refused, as_422():
+        span_in(span)
+    assert [e["type"] for e in refused.value.errors()] == ["value_error"]

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections import deque
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -64,7 +65,7 @@ class ReportBatcher:
     ) -> None:
         self.client, self.worker_id, self._pause = client, worker_id, pause
         self.max_reports, self.max_bytes = max_reports, max_bytes
-        self._queue: list[_Queued] = []
+        self._queue: deque[_Queued] = deque()
         self._ready = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         #: Requests sent (resends included), for tests and logs: how well reports were batched.
@@ -108,7 +109,7 @@ class ReportBatcher:
             nxt = self._queue[0]
             if batch and size + len(nxt.encoded) > self.max_bytes:
                 break
-            batch.append(self._queue.pop(0))
+            batch.append(self._queue.popleft())
             size += len(nxt.encoded) + 1
         return batch
 

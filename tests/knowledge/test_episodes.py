@@ -111,6 +111,9 @@ async def test_one_episode_per_finished_rollout_recalled_deduplicated_and_consol
             assert meta["rollout_id"] == "ro-a" and meta["attempt_id"] == runner.records[0].attempt_id
             assert items["episode:ro-c"][1]["status"] == "failed" and items["episode:ro-c"][1]["reward"] is None
             assert items["episode:ro-e"][0] == "memory.default.default"  # names no agent: the default one
+            # Recall reads the knowledge read model, another projection of the same chunks: it may lag the memories'.
+            chunks = "SELECT count(*) FROM knowledge_g1.knowledge_chunks WHERE document_id LIKE 'episode:%'"
+            await wait_until(pg_url, chunks, 4)
 
             # The agent recalls its episodes with its ordinary memory.
             with agl_memory.bind(agl_memory.Memory(client, "adder")):

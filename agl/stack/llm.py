@@ -133,9 +133,8 @@ def serve(
     # the process ends with 0 like the lone server's, not killed by its own SIGTERM.
     for stop_signal in stop_signals:
         signal.signal(stop_signal, lambda *_: None)
-    signal.pthread_sigmask(
-        signal.SIG_UNBLOCK, stop_signals
-    )  # this thread only: the replicas' threads keep them blocked
+    # This thread only: the replicas' threads keep them blocked.
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, stop_signals)
     front = uvicorn.Server(
         uvicorn.Config(balancer, host="127.0.0.1", port=port, log_level="warning", access_log=False, lifespan="on")
     )
@@ -172,20 +171,12 @@ class EmbeddedLLM:
         model_path()  # a missing package is a clear error here, not a crashed child
         env = dict(os.environ)
         env["HF_HUB_OFFLINE"] = "1"
+        argv = [sys.executable, "-m", "agl", "llm", "up", "--port", str(self.port), "--model", self.model]
+        if self.replicas:
+            argv += ["--replicas", str(self.replicas)]
         self._proc = ManagedProcess(
             "llm",
-            [
-                sys.executable,
-                "-m",
-                "agl",
-                "llm",
-                "up",
-                "--port",
-                str(self.port),
-                "--model",
-                self.model,
-                *(["--replicas", str(self.replicas)] if self.replicas else []),
-            ],
+            argv,
             log_path=self.log_path,
             env=env,
             stop_timeout=10.0,

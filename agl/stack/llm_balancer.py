@@ -7,8 +7,9 @@ other processes, one server with two threads answered 2.2 agent requests per sec
 4.2 (quiet: 6.7 and 5.7). Single-threaded servers never wait on each other.
 
 The balancer is a plain ASGI app (served by uvicorn in the LLM's own process): it forwards method, path, query,
-headers and body, and streams the answer back as the replica sends it, so server-sent events pass through and a
-client that goes away closes the replica's connection (llama.cpp then stops generating).
+headers and body, and streams the answer back as the replica sends it, so server-sent events pass through. A client
+that goes away mid-answer is not noticed until the replica has finished (planned: watch for the disconnect and close
+the replica's connection, which makes llama.cpp stop generating).
 """
 
 from __future__ import annotations

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import httpx
 import orjson
 
@@ -48,3 +51,11 @@ async def test_an_unreachable_replica_is_a_502_with_a_json_error():
         assert balancer.in_flight == dict.fromkeys(balancer.upstreams, 0)
     finally:
         await balancer.aclose()
+
+
+def test_a_replica_count_out_of_bounds_is_refused_before_anything_starts():
+    for wrong in ("0", "65", "many"):
+        argv = [sys.executable, "-m", "agl", "llm", "up", "--replicas", wrong]
+        done = subprocess.run(argv, check=False, capture_output=True, text=True, timeout=60)
+        assert done.returncode == 2, done.stderr
+        assert "--replicas" in done.stderr

@@ -9,7 +9,10 @@ Connection errors and 502/503/504 answers are retried with backoff, a bounded nu
 :class:`agl.errors.LLMUnavailable` (retriable). There is no fallback reply: a rollout whose LLM is down fails.
 
 Inside a traced attempt each call is recorded as an ``openai.chat.completion`` span with its messages, token ids
-and logprobs (``agl.llm_span``), so an agent need not build that span itself.
+and logprobs (``agl.llm_span``), so an agent need not build that span itself. Through our API's LLM proxy, which
+records the call whole (prompt ids and logprobs too), the client neither asks the proxy for the prompt's ids nor
+copies the logprobs into its own span: the triplet adapter counts the two spans of one response id as one call and
+takes what the client's lacks from the proxy's.
 """
 
 from __future__ import annotations
@@ -37,6 +40,8 @@ if TYPE_CHECKING:
 
 #: Answers worth a retry: a proxy or a server that is starting or overloaded.
 RETRIABLE_STATUS = frozenset({502, 503, 504})
+#: Our LLM proxy's answers carry the span it recorded: the call with its prompt's token ids and its logprobs.
+PROXY_SPAN_HEADER = "x-agl-span-id"
 #: Request fields that change how the chat template renders the prompt, so /apply-template needs them too.
 TEMPLATE_FIELDS = ("tools", "tool_choice", "chat_template_kwargs", "add_generation_prompt")
 
@@ -161,8 +166,11 @@ class _Base:
 
     def _body(self, messages: Sequence[Mapping[str, Any]], sampling: Mapping[str, Any]) -> dict[str, Any]:
         body: dict[str, Any] = {"model": self.model, **self.sampling, **sampling, "messages": list(messages)}
-        if self.token_ids:
-            body.setdefault("logprobs", True)
+        if self.token_ids and "logprobs" not in body:
+            # llama.cpp gives a generated token's id only beside its logprob, and 20 alternatives per token unless
+            # told otherwise; 1 is its least that still carries the ids (OpenAI accepts it too).
+            body["logprobs"] = True
+            body.setdefault("top_logprobs", 1)
         return body
 
     def _template_body(self, body: Mapping[str, Any]) -> dict[str, Any]:
@@ -199,14 +207,14 @@ class AsyncLLMClient(_Base):
         """
         body = self._body(messages, sampling)
         with llm_call(body) as call:  # the call's span, when the attempt is traced
-            raw = await self._post_chat(body)
+            raw, proxied = await self._post_chat(body)
             result = _parse(raw)
-            if self.token_ids and _is_llama_cpp(raw):
+            if self.token_ids and _is_llama_cpp(raw) and not proxied:
                 ids = await self._prompt_ids(self._template_body(body))
                 result = dataclasses.replace(result, prompt_token_ids=ids)
-            return call.finish(result)
+            return call.finish(result, proxied=proxied)
 
-    async def _post_chat(self, body: Mapping[str, Any]) -> dict[str, Any]:
+    async def _post_chat(self, body: Mapping[str, Any]) -> tuple[dict[str, Any], bool]:
         last: object = None
         for attempt in range(1, self.retry.attempts + 1):
             try:
@@ -218,7 +226,7 @@ class AsyncLLMClient(_Base):
                     if response.status_code >= 400:
                         raise _rejected(response)
                     answer: dict[str, Any] = response.json()
-                    return answer
+                    return answer, PROXY_SPAN_HEADER in response.headers
                 last = f"{response.status_code} {response.text[:200]}"
             if attempt < self.retry.attempts:
                 await asyncio.sleep(self.retry.delay(attempt))
@@ -263,14 +271,14 @@ class LLMClient(_Base):
         """See :meth:`AsyncLLMClient.chat`."""
         body = self._body(messages, sampling)
         with llm_call(body) as call:
-            raw = self._post_chat(body)
+            raw, proxied = self._post_chat(body)
             result = _parse(raw)
-            if self.token_ids and _is_llama_cpp(raw):
+            if self.token_ids and _is_llama_cpp(raw) and not proxied:
                 ids = self._prompt_ids(self._template_body(body))
                 result = dataclasses.replace(result, prompt_token_ids=ids)
-            return call.finish(result)
+            return call.finish(result, proxied=proxied)
 
-    def _post_chat(self, body: Mapping[str, Any]) -> dict[str, Any]:
+    def _post_chat(self, body: Mapping[str, Any]) -> tuple[dict[str, Any], bool]:
         last: object = None
         for attempt in range(1, self.retry.attempts + 1):
             try:
@@ -282,7 +290,7 @@ class LLMClient(_Base):
                     if response.status_code >= 400:
                         raise _rejected(response)
                     answer: dict[str, Any] = response.json()
-                    return answer
+                    return answer, PROXY_SPAN_HEADER in response.headers
                 last = f"{response.status_code} {response.text[:200]}"
             if attempt < self.retry.attempts:
                 time.sleep(self.retry.delay(attempt))

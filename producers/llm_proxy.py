@@ -7,7 +7,8 @@ Routes: ``POST /v1/chat/completions`` and ``POST /v1/completions``, attributed b
 Lightning's proxy accepts both). The backend and the attribution are resolved by ``llm_proxy_backend``; the body
 is forwarded as sent except ``model`` (the resource's model), the resource's ``sampling_parameters`` as
 defaults, and the token-id options the backend's kind accepts (``return_token_ids`` for vLLM, ``logprobs`` for
-llama.cpp's chat, whose answers then carry logprobs the client did not ask for).
+llama.cpp's chat, whose answers then carry logprobs the client did not ask for, with one ``top_logprobs`` unless
+the client names a number: llama.cpp's own default is 20).
 
 **Answers.** The backend's answer is relayed as it is: status, body bytes, and for ``stream: true`` the
 server-sent events chunk by chunk as they arrive (not de-streamed: the chunk ids are the backend's, so the
@@ -415,6 +416,10 @@ def _upstream_body(body: dict[str, Any], backend: Backend, kind: BackendKind, op
         upstream.setdefault("return_token_ids", True)
     elif kind == "llama.cpp" and operation == "chat":
         upstream.setdefault("logprobs", True)
+        if upstream["logprobs"] is True:
+            # llama.cpp answers 20 alternatives per token unless told otherwise (OpenAI: none), twenty times the
+            # span the token ids need; 1 is its least that still carries them (0 turns logprobs off).
+            upstream.setdefault("top_logprobs", 1)
     return upstream
 
 

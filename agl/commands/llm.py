@@ -45,4 +45,5 @@ def cmd_llm_up(args: argparse.Namespace) -> int:
     def ready(endpoint: str) -> None:
         print(f"agl llm: {model} at {endpoint} (OpenAI-compatible); Ctrl-C stops it", flush=True)
 
-    return serve(port, alias=model, replicas=replica_count(args.replicas or settings.llm_replicas), on_ready=ready)
+    replicas = replica_count(args.replicas or settings.llm_replicas)
+    return serve(port, alias=model, replicas=replicas, cache_dir=settings.llm_cache_dir, on_ready=ready)

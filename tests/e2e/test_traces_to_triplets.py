@@ -88,6 +88,8 @@ async def test_a_runner_agent_through_the_proxy_ends_with_triplets_and_a_parquet
                 spans = await _llm_spans(http, rollout_id)
                 assert any(s["attributes"].get("prompt_token_ids") for s in spans), spans
                 assert triplet["prompt_token_ids"] and triplet["response_token_ids"]
+                # The client's span leaves the logprobs to the proxy's; the triplet has them (one per token).
+                assert len(triplet["logprobs"]) == len(triplet["response_token_ids"])
                 assert triplet["mode"] == "train" and triplet["resources_id"] == published.resources_id
                 assert triplet["reward"] in (0.0, 1.0) and triplet["reward_source"] == "link"
                 assert await _rewards(http, rollout_id) == [triplet["reward"]]  # the rollout's reward is the triplet's

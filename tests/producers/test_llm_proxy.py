@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -358,6 +359,9 @@ async def test_calls_through_to_llama_cpp_record_its_real_token_ids(
     generated = [e["id"] for e in reply["choices"][0]["logprobs"]["content"]]
     assert first.attributes["response_token_ids"] == generated
     assert len(generated) == reply["usage"]["completion_tokens"]
+    # One alternative per token, not llama.cpp's default 20: the span stays small.
+    assert {len(e["top_logprobs"]) for e in reply["choices"][0]["logprobs"]["content"]} == {1}
+    assert {len(e["top_logprobs"]) for e in json.loads(str(first.attributes["logprobs.content"]))} == {1}
     prompt_ids = first.attributes["prompt_token_ids"]
     assert isinstance(prompt_ids, list) and len(prompt_ids) == reply["usage"]["prompt_tokens"]
     # Streamed: the ids collected from each chunk's logprobs, and the same prompt ids.
@@ -369,3 +373,6 @@ async def test_calls_through_to_llama_cpp_record_its_real_token_ids(
     content = "".join(ch["delta"].get("content") or "" for c in chunks for ch in c["choices"])
     assert second.attributes["gen_ai.completion.0.content"] == content
     assert {c["id"] for c in chunks} == {second.attributes["gen_ai.response.id"]}
+    # A client that names a number of alternatives gets it.
+    asked = await api.post(f"{base}/chat/completions", json={**body, "logprobs": True, "top_logprobs": 3})
+    assert {len(e["top_logprobs"]) for e in asked.json()["choices"][0]["logprobs"]["content"]} == {3}

@@ -13,7 +13,8 @@ import httpx
 import pytest
 import pytest_asyncio
 from asgi_lifespan import LifespanManager
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
 
 from agl.app import create_app
 from agl.config import EMBEDDED_LLM_MODEL, Settings
@@ -48,6 +49,8 @@ async def test_chat_gives_content_and_the_token_ids_usage_counts(llm_endpoint, l
     assert len(result.completion_token_ids) == result.usage.completion_tokens
     assert len(result.prompt_token_ids) == result.usage.prompt_tokens
     assert result.completion_logprobs is not None and all(p <= 0 for p in result.completion_logprobs)
+    # Asked with one alternative per token (llama.cpp's default is 20, the bulk of a recorded span).
+    assert {len(e["top_logprobs"]) for e in result.raw["choices"][0]["logprobs"]["content"]} == {1}
     # The ids are the tokens themselves: they spell the reply (plus the end-of-turn token on "stop") and the prompt.
     assert detokenize(llm_endpoint, result.completion_token_ids).startswith(result.content)
     assert "What is 2 + 3?" in detokenize(llm_endpoint, result.prompt_token_ids)
@@ -94,6 +97,35 @@ def test_an_endpoint_without_token_ids_gives_none_not_an_error():
     assert result.completion_token_ids is None and result.completion_logprobs is None
     with pytest.raises(LLMError, match="not a chat completion"):
         _parse({"error": "nope"})
+
+
+async def test_through_our_proxy_the_client_asks_for_nothing_the_proxy_recorded():
+    # A scripted backend answering as our LLM proxy does in front of llama.cpp (its x-agl-span-id header and
+    # llama.cpp's timings): the exact paths and bodies the client sends are what is under test.
+    seen: list[tuple[str, dict[str, object]]] = []
+    app = FastAPI()
+
+    @app.post("/rollout/ro-1/attempt/at-1/v1/chat/completions")
+    async def chat(request: Request) -> JSONResponse:
+        seen.append((request.url.path, await request.json()))
+        entry = {"id": 20, "token": "5", "logprob": -0.1, "bytes": [53], "top_logprobs": []}
+        answer = {
+            "id": "chatcmpl-1", "model": "m",
+            "choices": [{"index": 0, "finish_reason": "length", "message": {"role": "assistant", "content": "5"},
+                         "logprobs": {"content": [entry]}}],
+            "usage": {"prompt_tokens": 9, "completion_tokens": 1, "total_tokens": 10}, "timings": {"prompt_n": 9},
+        }  # fmt: skip
+        return JSONResponse(answer, headers={"x-agl-span-id": "00f067aa0ba902b7"})
+
+    async with serving(app, free_port()) as url:
+        resource = ProxyLLMResource(endpoint=url, model="m")
+        async with AsyncLLMClient.from_resource(resource, rollout_id="ro-1", attempt_id="at-1", api_key="k") as llm:
+            result = await llm.chat(QUESTION, max_tokens=1)
+    # One request: no /apply-template nor /tokenize (the proxy asked them itself); logprobs for the ids, with the
+    # fewest alternatives llama.cpp allows.
+    assert [path for path, _ in seen] == ["/rollout/ro-1/attempt/at-1/v1/chat/completions"]
+    assert (seen[0][1]["logprobs"], seen[0][1]["top_logprobs"]) == (True, 1)
+    assert result.completion_token_ids == (20,) and result.prompt_token_ids is None
 
 
 def test_a_bad_request_is_refused_at_once_not_retried(llm_endpoint, llm_model):

@@ -31,6 +31,7 @@ from agl.llm_span import llm_call
 from core.tls import default_ssl_context
 from producers.auth.discovery import find_api_key
 from producers.client import RetryPolicy
+from producers.llm_proxy_span import SPAN_ID_HEADER
 
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
@@ -40,8 +41,6 @@ if TYPE_CHECKING:
 
 #: Answers worth a retry: a proxy or a server that is starting or overloaded.
 RETRIABLE_STATUS = frozenset({502, 503, 504})
-#: Our LLM proxy's answers carry the span it recorded: the call with its prompt's token ids and its logprobs.
-PROXY_SPAN_HEADER = "x-agl-span-id"
 #: Request fields that change how the chat template renders the prompt, so /apply-template needs them too.
 TEMPLATE_FIELDS = ("tools", "tool_choice", "chat_template_kwargs", "add_generation_prompt")
 
@@ -226,7 +225,7 @@ class AsyncLLMClient(_Base):
                     if response.status_code >= 400:
                         raise _rejected(response)
                     answer: dict[str, Any] = response.json()
-                    return answer, PROXY_SPAN_HEADER in response.headers
+                    return answer, SPAN_ID_HEADER in response.headers
                 last = f"{response.status_code} {response.text[:200]}"
             if attempt < self.retry.attempts:
                 await asyncio.sleep(self.retry.delay(attempt))
@@ -290,7 +289,7 @@ class LLMClient(_Base):
                     if response.status_code >= 400:
                         raise _rejected(response)
                     answer: dict[str, Any] = response.json()
-                    return answer, PROXY_SPAN_HEADER in response.headers
+                    return answer, SPAN_ID_HEADER in response.headers
                 last = f"{response.status_code} {response.text[:200]}"
             if attempt < self.retry.attempts:
                 time.sleep(self.retry.delay(attempt))

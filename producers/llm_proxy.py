@@ -34,7 +34,6 @@ import asyncio
 import contextlib
 import logging
 import os
-import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Annotated, Any
@@ -56,7 +55,8 @@ from producers.llm_proxy_backend import (
     ProxyRefused,
     attribute,
 )
-from producers.llm_proxy_span import ChunkAssembler, Exchange, Operation, span_attributes
+from producers.llm_proxy_request import json_object, named_rollout, trace_context, upstream_body
+from producers.llm_proxy_span import SPAN_ID_HEADER, ChunkAssembler, Exchange, Operation, slimmed, span_attributes
 from schemas import SpanRecorded
 from schemas.bounds import ID_PATTERN, MAX_ID_LENGTH
 from schemas.spans import SpanStatus
@@ -82,7 +82,6 @@ PATHS: dict[Operation, str] = {"chat": "/chat/completions", "text_completion": "
 PROMPT_IDS_WAIT_S = 10.0
 #: Upstream connect / write / pool budgets; the read budget (one chunk, or a whole reply) is a setting.
 CONNECT_TIMEOUT_S = 10.0
-_TRACEPARENT = re.compile(r"^[0-9a-f]{2}-([0-9a-f]{32})-([0-9a-f]{16})-[0-9a-f]{2}$")
 
 router = APIRouter(tags=["llm proxy"])
 
@@ -111,7 +110,7 @@ class LLMProxy:
         A span too large for one record (a long context with top logprobs) is recorded without its bulkiest
         attributes, logprobs first, then the messages' text, so the token ids training needs are kept.
         """
-        for attempt in (event, *_slimmed(event)):
+        for attempt in (event, *slimmed(event)):
             try:
                 async with self.pool.connection() as conn, conn.transaction():
                     await outbox.append(conn, self.publisher, [attempt])
@@ -123,16 +122,6 @@ class LLMProxy:
             self.relay.kick()
             return
         log.error("span %s of rollout %s is too large to record, even slimmed", event.span_id, event.rollout_id)
-
-
-def _slimmed(event: SpanRecorded) -> list[SpanRecorded]:
-    """Lighter copies of a span: without logprobs, then without the messages' text either."""
-    no_logprobs = {k: v for k, v in event.attributes.items() if k != "logprobs.content"}
-    no_text = {k: v for k, v in no_logprobs.items() if not k.endswith((".content", ".arguments", ".parameters"))}
-    return [
-        event.model_copy(update={"attributes": {**attributes, "agentlightning.truncated": dropped}})
-        for attributes, dropped in ((no_logprobs, "logprobs"), (no_text, "logprobs,content"))
-    ]
 
 
 @contextlib.asynccontextmanager
@@ -217,7 +206,7 @@ class _Call:
     @property
     def headers(self) -> dict[str, str]:
         """What the agent learns beside the backend's answer: the span to link a reward to."""
-        return {"x-agl-span-id": self.span_id, "x-agl-sequence-id": str(self.who.sequence_id)}
+        return {SPAN_ID_HEADER: self.span_id, "x-agl-sequence-id": str(self.who.sequence_id)}
 
     async def finish(self, exchange: Exchange | None, *, http_status: int | None, failure: str | None) -> None:
         """Record the call's span: the answer as far as it got, and what went wrong if anything did."""
@@ -267,14 +256,14 @@ async def _proxy(request: Request, operation: Operation, rollout_id: str | None,
     started = datetime.now(UTC)
     proxy: LLMProxy = request.app.state.llm_proxy
     try:
-        body = _json_object(await request.body())
-        who = await attribute(proxy.pool, _named(rollout_id), attempt_id)
+        body = json_object(await request.body())
+        who = await attribute(proxy.pool, named_rollout(rollout_id), attempt_id)
         backend = await proxy.directory.backend(who.resources_id)
         kind = await proxy.directory.kind(backend)
     except ProxyRefused as e:
         return _error(e.http_status, e.error_type, str(e))
-    trace_id, parent_id = _trace_context(request.headers.get("traceparent"))
-    call = _Call(proxy, operation, who, backend, kind, _upstream_body(body, backend, kind, operation),
+    trace_id, parent_id = trace_context(request.headers.get("traceparent"))
+    call = _Call(proxy, operation, who, backend, kind, upstream_body(body, backend, kind, operation),
                  trace_id, parent_id, started)  # fmt: skip
     if kind == "llama.cpp":  # asked beside the call, so it adds no latency
         call.prompt_ids = asyncio.create_task(proxy.directory.llama_cpp_prompt_ids(backend, call.body))
@@ -388,53 +377,10 @@ class _RelayedStream(Response):
 
 
 # -- helpers -------------------------------------------------------------------------------------------------------
-def _json_object(raw: bytes) -> dict[str, Any]:
-    try:
-        body = orjson.loads(raw)
-    except orjson.JSONDecodeError as e:
-        raise ProxyRefused(400, "invalid_request_error", f"the body is not JSON: {e}") from e
-    if not isinstance(body, dict):
-        raise ProxyRefused(400, "invalid_request_error", "the body must be a JSON object")
-    return body
-
-
-def _named(rollout_id: str | None) -> str:
-    if rollout_id is None:
-        raise ProxyRefused(
-            400,
-            "invalid_request_error",
-            "name the rollout: an x-rollout-id header (and x-attempt-id), or the base URL "
-            "/rollout/{rollout_id}/attempt/{attempt_id}/v1",
-        )
-    return rollout_id
-
-
-def _upstream_body(body: dict[str, Any], backend: Backend, kind: BackendKind, operation: Operation) -> dict[str, Any]:
-    """The body as sent upstream: the resource's sampling parameters as defaults, its model, token-id options."""
-    upstream: dict[str, Any] = {**backend.sampling, **body, "model": backend.model}
-    if kind == "vllm":
-        upstream.setdefault("return_token_ids", True)
-    elif kind == "llama.cpp" and operation == "chat":
-        upstream.setdefault("logprobs", True)
-        if upstream["logprobs"] is True:
-            # llama.cpp answers 20 alternatives per token unless told otherwise (OpenAI: none), twenty times the
-            # span the token ids need; 1 is its least that still carries them (0 turns logprobs off).
-            upstream.setdefault("top_logprobs", 1)
-    return upstream
-
-
 def _upstream_headers(call: _Call) -> dict[str, str]:
     # The agent's own Authorization (often a dummy key an OpenAI client insists on) is not forwarded: the key is
     # the resource's.
     return {"content-type": "application/json", **call.backend.headers}
-
-
-def _trace_context(traceparent: str | None) -> tuple[str, str | None]:
-    """The caller's trace and span (W3C ``traceparent``), else a new trace with the call as its root."""
-    found = _TRACEPARENT.match(traceparent.strip().lower()) if traceparent else None
-    if found and set(found.group(1)) != {"0"} and set(found.group(2)) != {"0"}:
-        return found.group(1), found.group(2)
-    return os.urandom(16).hex(), None
 
 
 async def _unreachable(call: _Call, error: httpx.HTTPError) -> JSONResponse:

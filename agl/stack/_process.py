@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 from agl.errors import PortInUseError, StackError, StartupTimeoutError
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping, Sequence
+    from collections.abc import Collection, Mapping, Sequence
     from pathlib import Path
 
 _PR_SET_PDEATHSIG = 1
@@ -143,12 +143,23 @@ def require_free_port(port: int, what: str, setting: str, host: str = "127.0.0.1
         raise PortInUseError(f"port {port} ({what}) on {host} is already in use; free it or set {setting}")
 
 
-def free_port(host: str = "127.0.0.1") -> int:
-    """A port the kernel just handed out; another process may still take it before we bind it."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        port: int = sock.getsockname()[1]
-        return port
+def free_port(host: str = "127.0.0.1", avoid: Collection[int] = ()) -> int:
+    """A port the kernel just handed out, not one of ``avoid``; another process may still take it before we bind it.
+
+    ``avoid``: ports set aside for servers that have not bound them yet (the kernel may hand those out meanwhile).
+    """
+    held: list[socket.socket] = []
+    try:
+        while True:
+            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            held.append(sock)  # held until the end: the kernel cannot hand the same avoided port out again
+            sock.bind((host, 0))
+            port: int = sock.getsockname()[1]
+            if port not in avoid:
+                return port
+    finally:
+        for sock in held:
+            sock.close()
 
 
 def tcp_answers(host: str, port: int, timeout: float = 0.5) -> bool:

@@ -21,6 +21,7 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 import httpx
 import psycopg
@@ -32,7 +33,7 @@ from agl.stack.llm_model import served_model_path, source_model_path
 from agl.stack.probes import http_up
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Collection
 
     from agl.config import Settings
 
@@ -89,12 +90,14 @@ def serve(
     alias: str = EMBEDDED_LLM_MODEL,
     replicas: int = 1,
     cache_dir: Path | None = None,
+    avoid_ports: Collection[int] = (),
     on_ready: Callable[[str], None] | None = None,
 ) -> int:
     """Serve the embedded model on 127.0.0.1:``port`` in this process until SIGINT or SIGTERM; returns 0.
 
-    ``replicas`` > 1: that many single-threaded servers on free ports, and a balancer on ``port`` sending each request
-    to the one with the fewest in flight.
+    ``replicas`` > 1: that many single-threaded servers on free ports, none of ``avoid_ports`` (the stack's other
+    servers may not have bound theirs yet), and a balancer on ``port`` sending each request to the one with the
+    fewest in flight.
 
     The signals are blocked before the servers start their threads (which inherit the mask), so they reach only
     this thread (its ``sigwait``, or the balancer's loop) and the servers are stopped by us, not mid-request.
@@ -118,7 +121,8 @@ def serve(
 
     from agl.stack.llm_balancer import Balancer
 
-    servers = [xllamacpp.Server(_params(0, alias, model_file, batch_threads=1)) for _ in range(replicas)]
+    servers = _replica_servers(replicas, lambda: xllamacpp.Server(_params(0, alias, model_file, batch_threads=1)),
+                               avoid_ports)  # fmt: skip
     balancer = Balancer([str(s.listening_address) for s in servers])
     # uvicorn stops on the signals, then raises the one it caught again for the handler it found: a no-op one, so
     # the process ends with 0 like the lone server's, not killed by its own SIGTERM.
@@ -134,6 +138,24 @@ def serve(
     front.run()
     del servers
     return 0
+
+
+def _replica_servers(count: int, start: Callable[[], Any], avoid_ports: Collection[int]) -> list[Any]:
+    """``count`` servers, each on a port the kernel picked (no race for it), none on one of ``avoid_ports``.
+
+    One that lands on an avoided port is kept open until the rest have started, so the kernel picks another.
+    """
+    servers: list[Any] = []
+    misplaced: list[Any] = []
+    while len(servers) < count:
+        server = start()
+        (misplaced if _port_of(str(server.listening_address)) in avoid_ports else servers).append(server)
+    del misplaced  # the servers stop and close their sockets when collected
+    return servers
+
+
+def _port_of(url: str) -> int | None:
+    return urlsplit(url).port
 
 
 class EmbeddedLLM:
@@ -246,10 +268,11 @@ def choose_port(settings: Settings) -> int:
     if settings.llm_port is not None:
         require_free_port(settings.llm_port, "llm", "AGL_LLM_PORT")
         return settings.llm_port
+    reserved = settings.stack_ports()
     last = read_memo(settings.data_dir).port
-    if last is not None and port_is_free(last):
+    if last is not None and last not in reserved and port_is_free(last):
         return last
-    return free_port()
+    return free_port(avoid=reserved)
 
 
 # -- the default resources ------------------------------------------------------------------------------------

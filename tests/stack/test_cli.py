@@ -29,12 +29,16 @@ READY = "Ctrl-C or `agl down`"
 
 def stack_env(data_dir: Path, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("AGL_")}
+    ports: list[int] = []
+    for _ in range(4):  # four different ones: the kernel may hand a port just released out again
+        ports.append(free_port(avoid=ports))
+    kafka, controller, postgres, api = ports
     env.update(
         AGL_DATA_DIR=str(data_dir),
-        AGL_KAFKA_PORT=str(free_port()),
-        AGL_KAFKA_CONTROLLER_PORT=str(free_port()),
-        AGL_POSTGRES_PORT=str(free_port()),
-        AGL_API_PORT=str(free_port()),
+        AGL_KAFKA_PORT=str(kafka),
+        AGL_KAFKA_CONTROLLER_PORT=str(controller),
+        AGL_POSTGRES_PORT=str(postgres),
+        AGL_API_PORT=str(api),
         AGL_KAFKA_LIBS_DIR=str(KAFKA_LIBS_CACHE / f"kafka-{KAFKA_VERSION}"),
         **extra,
     )

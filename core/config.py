@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from core.errors import ConfigError
@@ -158,7 +158,16 @@ class Settings(BaseSettings):
         description="OTLP/HTTP collector base URL: the API traces itself there; unset = no self-tracing",
     )
 
-    @field_validator("data_dir", "kafka_libs_dir")
+    @field_validator("data_dir", "kafka_libs_dir", "llm_cache_dir", mode="before")
+    @classmethod
+    def _blank_path_is_unset(cls, value: Any, info: ValidationInfo) -> Any:
+        # pydantic reads "" as Path("."): AGL_KAFKA_LIBS_DIR= would make the working directory the jar cache, which
+        # the fetch replaces. Blank means unset, as for the other settings.
+        if isinstance(value, str) and not value.strip():
+            return cls.model_fields[info.field_name or ""].default
+        return value
+
+    @field_validator("data_dir", "kafka_libs_dir", "llm_cache_dir")
     @classmethod
     def _absolute(cls, value: Path | None) -> Path | None:
         # Child processes run in other working directories; they need absolute paths.

@@ -24,7 +24,7 @@ from typing import cast
 import psycopg
 
 from agl.config import KAFKA_VERSION, BrokerChoice, Settings
-from agl.stack._process import free_port
+from agl.stack._process import free_port, free_ports
 from agl.stack.brokers import ApacheKafka, Tansu, java_available
 from agl.stack.postgres import EmbeddedPostgres
 from agl.stack.stack import Stack
@@ -54,7 +54,10 @@ async def services(choice: str, workdir: Path) -> AsyncIterator[tuple[str, str, 
             use_kafka = choice == "kafka" or (choice == "auto" and java_available())
             broker: ApacheKafka | Tansu = (
                 ApacheKafka(
-                    data_dir=workdir / "kafka", libs_dir=KAFKA_LIBS, port=free_port(), controller_port=free_port()
+                    data_dir=workdir / "kafka",
+                    libs_dir=KAFKA_LIBS,
+                    port=(ports := free_ports(2))[0],
+                    controller_port=ports[1],
                 )
                 if use_kafka
                 else Tansu(data_dir=workdir / "tansu", port=free_port())
@@ -107,13 +110,14 @@ async def running_stack(broker: str, workdir: Path) -> AsyncIterator[str]:
     Nothing a benchmark runs calls an LLM: an endpoint of our own keeps `agl up` from starting llama.cpp.
     ``AGL_KAFKA_BOOTSTRAP`` / ``AGL_DATABASE_URL`` in the environment are used as `agl up` uses them.
     """
+    kafka_port, controller_port, postgres_port, api_port = free_ports(4)
     settings = Settings(
         data_dir=workdir,
-        kafka_port=free_port(),
-        kafka_controller_port=free_port(),
+        kafka_port=kafka_port,
+        kafka_controller_port=controller_port,
         kafka_libs_dir=KAFKA_LIBS,
-        postgres_port=free_port(),
-        api_port=free_port(),
+        postgres_port=postgres_port,
+        api_port=api_port,
         topic_prefix=f"bench{uuid.uuid4().hex[:6]}.",
         llm_endpoint="http://127.0.0.1:9/v1",
         llm_model="bench-noop",

@@ -33,7 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from agl.agents import AGENT_TYPES
 from agl.agents.tasks import mixed_batch, rollout_body
 from agl.config import BrokerChoice, Settings
-from agl.stack._process import free_port
+from agl.stack._process import free_ports
 from agl.stack.stack import Stack
 from bench._stack import KAFKA_LIBS
 
@@ -79,9 +79,10 @@ async def run(args: argparse.Namespace, workdir: Path) -> dict[str, float]:
     pools.write_text(
         "".join(f"[pools.{t}]\ninstances = {args.instances}\nslots = {args.slots}\n\n" for t in AGENT_TYPES)
     )
+    kafka_port, controller_port, postgres_port, api_port = free_ports(4)
     settings = Settings(
-        data_dir=workdir, kafka_port=free_port(), kafka_controller_port=free_port(), kafka_libs_dir=KAFKA_LIBS,
-        postgres_port=free_port(), api_port=free_port(), topic_prefix=f"bench{uuid.uuid4().hex[:6]}.",
+        data_dir=workdir, kafka_port=kafka_port, kafka_controller_port=controller_port, kafka_libs_dir=KAFKA_LIBS,
+        postgres_port=postgres_port, api_port=api_port, topic_prefix=f"bench{uuid.uuid4().hex[:6]}.",
         startup_timeout_s=180,
     )  # fmt: skip
     stack = Stack(settings, broker=None if args.broker == "auto" else cast("BrokerChoice", args.broker), agents=pools)

@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 from agl.config import KAFKA_VERSION
-from agl.stack._process import free_port
+from agl.stack._process import free_ports
 
 REPO = Path(__file__).resolve().parents[1]
 READY = "Ctrl-C or `agl down`"
@@ -48,14 +48,15 @@ def main() -> None:
     for _ in range(args.runs):
         with tempfile.TemporaryDirectory() as data_dir:
             env = {k: v for k, v in os.environ.items() if not k.startswith("AGL_")}
+            kafka_port, controller_port, postgres_port, api_port = free_ports(4)
             env.update(
                 AGL_DATA_DIR=data_dir,
                 AGL_BROKER=args.broker,
                 AGL_KAFKA_LIBS_DIR=str(REPO / ".agl" / "cache" / f"kafka-{KAFKA_VERSION}"),
-                AGL_KAFKA_PORT=str(free_port()),
-                AGL_KAFKA_CONTROLLER_PORT=str(free_port()),
-                AGL_POSTGRES_PORT=str(free_port()),
-                AGL_API_PORT=str(free_port()),
+                AGL_KAFKA_PORT=str(kafka_port),
+                AGL_KAFKA_CONTROLLER_PORT=str(controller_port),
+                AGL_POSTGRES_PORT=str(postgres_port),
+                AGL_API_PORT=str(api_port),
             )
             cold.append(time_up(env))
             warm.append(time_up(env))

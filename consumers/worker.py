@@ -63,6 +63,17 @@ FETCH_SETTINGS: dict[str, Any] = {
     "fetch_max_bytes": 64 * 1024 * 1024,
     "max_partition_fetch_bytes": 4 * 1024 * 1024,
 }
+#: What a lingering projection's fetch waits for (or its ``linger_ms``): 1 MiB, a large batch of our events.
+LINGER_MIN_BYTES = 1 << 20
+
+
+def fetch_settings(projection: Projection) -> dict[str, Any]:
+    """The consumer's fetch sizes, and for a projection that lingers, how long the broker may hold a fetch."""
+    if projection.linger_ms <= 0:
+        return FETCH_SETTINGS
+    return {**FETCH_SETTINGS, "fetch_min_bytes": LINGER_MIN_BYTES, "fetch_max_wait_ms": projection.linger_ms}
+
+
 #: How often a worker waiting for a generation of its version looks again, and how often it says so in the log.
 VERSION_POLL_S = 1.0
 VERSION_LOG_EVERY_S = 60.0
@@ -180,7 +191,7 @@ class ProjectionWorker:
             isolation_level="read_committed",
             partition_assignment_strategy=(CoPartitionedAssignor,),
             max_poll_records=self.batch_size,
-            **FETCH_SETTINGS,
+            **fetch_settings(self.projection),
             session_timeout_ms=self.session_timeout_ms,
             heartbeat_interval_ms=self.heartbeat_interval_ms,
         )

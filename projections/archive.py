@@ -19,7 +19,7 @@ from uuid import UUID
 
 import orjson
 
-from projections.base import Envelope, Projection
+from projections.base import BACKGROUND_LINGER_MS, Envelope, Projection
 from projections.migrations import load_package_migrations
 from projections.safe_text import encode_headers, int4_or_none, jsonb_payload, safe_text
 from schemas.topics import META, TOPICS
@@ -70,5 +70,6 @@ PROJECTION = Projection(
     tables=("events",),
     raw=True,
     dedupe=False,
+    linger_ms=BACKGROUND_LINGER_MS,
     description="every record of every event topic (SQL analytics, replay beyond retention, Tansu restore)",
 )

@@ -18,7 +18,7 @@ import numpy as np
 from psycopg.types.json import Jsonb
 
 from knowledge.consolidation import MemoryItem
-from projections.base import Envelope, Projection
+from projections.base import BACKGROUND_LINGER_MS, Envelope, Projection
 from projections.migrations import load_package_migrations
 from schemas import ChunksEmbedded, DocumentDeleted, DocumentUpserted, RewardAssigned
 from schemas.topics import KNOWLEDGE, REWARDS
@@ -92,6 +92,7 @@ PROJECTION = Projection(
     apply=apply,
     tables=("memory_items", "memory_deleted", "memory_rewards"),
     lock_keys=True,
+    linger_ms=BACKGROUND_LINGER_MS,
     description="agent memories with recorded vectors and rollout rewards (GET /v1/memory/{agent_id})",
 )
 

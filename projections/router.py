@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from psycopg.rows import class_row
 
-from projections.base import Envelope, Projection
+from projections.base import BACKGROUND_LINGER_MS, Envelope, Projection
 from projections.migrations import load_package_migrations
 from schemas import RewardAssigned, RouterAssigned
 from schemas.topics import REWARDS, ROLLOUTS
@@ -119,5 +119,6 @@ PROJECTION = Projection(
     apply=apply,
     tables=("router_rollouts", "router_arms"),
     idempotent_types=frozenset({RouterAssigned, RewardAssigned}),
+    linger_ms=BACKGROUND_LINGER_MS,
     description="assignment router: decisions and rewards per (task kind, agent type) (GET /v1/router)",
 )

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple, cast
 
 import orjson
 
-from projections.base import Envelope, Projection
+from projections.base import BACKGROUND_LINGER_MS, Envelope, Projection
 from projections.migrations import load_package_migrations
 from projections.safe_text import safe_text
 from schemas import SpanRecorded
@@ -133,6 +133,7 @@ PROJECTION = Projection(
     apply=apply,
     tables=("spans", "span_attempts"),
     idempotent_types=frozenset({SpanRecorded}),
+    linger_ms=BACKGROUND_LINGER_MS,
     description="every span of every attempt (GET /v1/rollouts/{id}/spans and /trace)",
 )
 

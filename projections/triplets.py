@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from projections.base import Envelope, Projection
+from projections.base import BACKGROUND_LINGER_MS, Envelope, Projection
 from projections.errors import ProjectionError
 from projections.migrations import Migration, load_package_migrations
 from projections.triplet_adapter import AdapterConfig, Triplet, to_triplets
@@ -336,6 +336,7 @@ def triplet_projection(name: str = "triplets", config: AdapterConfig | None = No
         idempotent_types=types,
         # A batch reads a rollout's stored spans and writes its triplets back: no two instances may do it at once.
         lock_keys=True,
+        linger_ms=BACKGROUND_LINGER_MS,
         description=f"LLM-call triplets with token ids and rewards (GET /v1/triplets); adapter {config_json(config)}",
     )
 

@@ -30,7 +30,7 @@ import orjson
 from psycopg.rows import class_row
 from psycopg.types.json import Json, set_json_loads
 
-from projections.base import Envelope, Projection
+from projections.base import BACKGROUND_LINGER_MS, Envelope, Projection
 from projections.migrations import load_package_migrations
 from schemas import WorkerDeregistered, WorkerHeartbeat, WorkerRegistered
 from schemas.topics import WORKERS
@@ -204,5 +204,6 @@ PROJECTION = Projection(
     apply=apply,
     tables=("workers",),
     idempotent_types=frozenset({WorkerRegistered, WorkerHeartbeat, WorkerDeregistered}),
+    linger_ms=BACKGROUND_LINGER_MS,
     description="runners: capabilities, slots, current work, last heartbeat (GET /v1/workers)",
 )

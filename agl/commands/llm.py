@@ -18,7 +18,25 @@ def register(subparsers: Any) -> None:
         default=None,
         help="single-threaded servers behind the port, 1-64 (default $AGL_LLM_REPLICAS, else one per core)",
     )
+    up.add_argument(
+        "--avoid-ports",
+        type=_ports,
+        default=None,
+        metavar="P,P,...",
+        help="keep the automatic ports off these, which other servers are about to bind "
+        "(default: the ports $AGL_KAFKA_PORT, $AGL_KAFKA_CONTROLLER_PORT, $AGL_POSTGRES_PORT and $AGL_API_PORT name)",
+    )
     up.set_defaults(func=cmd_llm_up)
+
+
+def _ports(text: str) -> frozenset[int]:
+    try:
+        ports = frozenset(int(p) for p in text.split(",") if p.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of ports") from None
+    if not all(1 <= p <= 65535 for p in ports):
+        raise argparse.ArgumentTypeError(f"{text!r}: ports are 1-65535")
+    return ports
 
 
 def _replicas(text: str) -> int:
@@ -35,9 +53,10 @@ def cmd_llm_up(args: argparse.Namespace) -> int:
     from agl.stack.llm import replica_count, serve
 
     settings = Settings()
+    avoid = settings.stack_ports() if args.avoid_ports is None else args.avoid_ports
     port = args.port or settings.llm_port
     if port is None:
-        port = free_port(avoid=settings.stack_ports())
+        port = free_port(avoid=avoid)
     else:
         require_free_port(port, "llm", "--port or AGL_LLM_PORT")
     model = args.model or settings.llm_model or EMBEDDED_LLM_MODEL
@@ -47,6 +66,6 @@ def cmd_llm_up(args: argparse.Namespace) -> int:
 
     replicas = replica_count(args.replicas or settings.llm_replicas)
     return serve(
-        port, alias=model, replicas=replicas, cache_dir=settings.llm_cache_dir, avoid_ports=settings.stack_ports(),
+        port, alias=model, replicas=replicas, cache_dir=settings.llm_cache_dir, avoid_ports=avoid,
         on_ready=ready,
     )  # fmt: skip

@@ -162,6 +162,14 @@ def free_port(host: str = "127.0.0.1", avoid: Collection[int] = ()) -> int:
             sock.close()
 
 
+def free_ports(count: int, host: str = "127.0.0.1") -> list[int]:
+    """``count`` different free ports, for servers started side by side (the kernel may hand one out twice)."""
+    ports: list[int] = []
+    while len(ports) < count:
+        ports.append(free_port(host, avoid=ports))
+    return ports
+
+
 def tcp_answers(host: str, port: int, timeout: float = 0.5) -> bool:
     try:
         with socket.create_connection((host, port), timeout=timeout):

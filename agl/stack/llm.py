@@ -162,10 +162,18 @@ class EmbeddedLLM:
     """llama.cpp's server as a supervised child process on 127.0.0.1:``port``."""
 
     def __init__(
-        self, *, port: int, log_path: Path, model: str = EMBEDDED_LLM_MODEL, replicas: int | None = None
+        self,
+        *,
+        port: int,
+        log_path: Path,
+        model: str = EMBEDDED_LLM_MODEL,
+        replicas: int | None = None,
+        avoid_ports: Collection[int] = (),
     ) -> None:
         self.port = port
         self.replicas = replicas
+        #: ports the stack's other servers are about to bind: the replicas' automatic ports keep clear of them
+        self.avoid_ports = sorted(avoid_ports)
         self.log_path = log_path
         self.model = model
         self._proc: ManagedProcess | None = None
@@ -179,14 +187,20 @@ class EmbeddedLLM:
         """The OpenAI-compatible base URL."""
         return f"http://127.0.0.1:{self.port}/v1"
 
+    def argv(self) -> list[str]:
+        argv = [sys.executable, "-m", "agl", "llm", "up", "--port", str(self.port), "--model", self.model]
+        if self.replicas:
+            argv += ["--replicas", str(self.replicas)]
+        if self.avoid_ports:
+            argv += ["--avoid-ports", ",".join(map(str, self.avoid_ports))]
+        return argv
+
     async def start(self, timeout: float) -> None:
         assert self._proc is None, "Did you call start twice?"
         source_model_path()  # a missing package is a clear error here, not a crashed child
         env = dict(os.environ)
         env["HF_HUB_OFFLINE"] = "1"
-        argv = [sys.executable, "-m", "agl", "llm", "up", "--port", str(self.port), "--model", self.model]
-        if self.replicas:
-            argv += ["--replicas", str(self.replicas)]
+        argv = self.argv()
         self._proc = ManagedProcess(
             "llm",
             argv,

@@ -165,6 +165,7 @@ class Stack:
                 log_path=self.data_dir / "logs" / "llm.log",
                 model=self.llm_model,
                 replicas=s.llm_replicas,
+                avoid_ports=s.stack_ports(),
             )
             self.llm_endpoint = self._llm.endpoint
         starts = [c.start(s.startup_timeout_s) for c in self._infra() if c is not None]

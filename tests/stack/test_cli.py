@@ -17,7 +17,7 @@ import psycopg
 import pytest
 
 from agl.config import KAFKA_VERSION
-from agl.stack._process import free_port
+from agl.stack._process import free_ports
 from agl.stack.smoke import kafka_round_trip
 from agl.stack.stack import PROJECTION_WORKERS
 from agl.stack.state import read_state
@@ -29,10 +29,7 @@ READY = "Ctrl-C or `agl down`"
 
 def stack_env(data_dir: Path, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("AGL_")}
-    ports: list[int] = []
-    for _ in range(4):  # four different ones: the kernel may hand a port just released out again
-        ports.append(free_port(avoid=ports))
-    kafka, controller, postgres, api = ports
+    kafka, controller, postgres, api = free_ports(4)
     env.update(
         AGL_DATA_DIR=str(data_dir),
         AGL_KAFKA_PORT=str(kafka),

@@ -5,14 +5,16 @@ from __future__ import annotations
 
 import gc
 import socket
+import subprocess
+import sys
 import weakref
 from typing import Any
 
 import pytest
 
 from agl.config import Settings
-from agl.stack._process import free_port, port_is_free
-from agl.stack.llm import LLMMemo, _replica_servers, choose_port, write_memo
+from agl.stack._process import free_port, free_ports, port_is_free
+from agl.stack.llm import EmbeddedLLM, LLMMemo, _replica_servers, choose_port, write_memo
 
 
 class _FirstBindLandsOn(socket.socket):
@@ -74,3 +76,22 @@ def test_the_last_llm_port_is_not_reused_once_another_service_is_set_to_it(tmp_p
     assert choose_port(Settings(data_dir=tmp_path)) == last  # free and nobody else's: the endpoint stays the same
     port = choose_port(Settings(data_dir=tmp_path).model_copy(update={setting: last}))
     assert port != last
+
+
+def test_free_ports_are_all_different():
+    ports = free_ports(6)
+    assert len(set(ports)) == 6 and all(port_is_free(p) for p in ports)
+
+
+@pytest.mark.parametrize(("value", "says"), [("0", "ports are 1-65535"), ("80,x", "comma-separated list of ports")])
+def test_agl_llm_up_refuses_bad_avoided_ports_in_one_line(value, says):
+    result = subprocess.run(
+        [sys.executable, "-m", "agl", "llm", "up", "--avoid-ports", value],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert result.returncode == 2 and says in result.stderr
+
+
+def test_the_stack_hands_its_ports_to_the_llm_it_starts(tmp_path):
+    llm = EmbeddedLLM(port=1, log_path=tmp_path / "llm.log", replicas=2, avoid_ports={9093, 5433})
+    assert llm.argv()[-2:] == ["--avoid-ports", "5433,9093"]

@@ -8,7 +8,10 @@ is healthy in ``GET /v1/agents``, ``--tasks`` tasks taken round-robin from the s
 ``POST /v1/rollouts/wait`` has them all ended. A task's latency is its rollout's enqueue-to-end time in the read
 model; a task fails when its rollout does not end ``succeeded`` (a wrong answer is reward 0, not a failure).
 
-    .venv/bin/python bench/agents.py [--tasks 120] [--instances 1 --slots 4] [--broker tansu]
+The pools are the shipped ones (``agl/agents/agents.toml``: one instance per type, the QA tester, whose answers
+are twice as long, with twice the slots); ``--instances`` / ``--slots`` set every pool's instead.
+
+    .venv/bin/python bench/agents.py [--tasks 120] [--instances N] [--slots N] [--broker tansu]
 
 Last line: ``tasks=<n> failure_rate=<0..1> p50_s=<s> p95_s=<s> tasks_per_s=<n>``.
 """
@@ -22,6 +25,7 @@ import sys
 import tempfile
 import time
 import uuid
+from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any, cast
@@ -30,7 +34,7 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from agl.agents import AGENT_TYPES
+from agl.agents.pools import load_pools
 from agl.agents.tasks import mixed_batch, rollout_body
 from agl.config import BrokerChoice, Settings
 from agl.stack._process import free_ports
@@ -44,8 +48,8 @@ WAIT_CHUNK, MAX_WAIT_S = 500, 300.0
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--tasks", type=int, default=120)
-    parser.add_argument("--instances", type=int, default=1, help="instances per agent type")
-    parser.add_argument("--slots", type=int, default=4, help="slots per instance")
+    parser.add_argument("--instances", type=int, default=None, help="instances of every type (default: shipped)")
+    parser.add_argument("--slots", type=int, default=None, help="slots of every instance (default: shipped)")
     parser.add_argument("--broker", choices=["auto", "kafka", "tansu"], default="auto")
     parser.add_argument("--routed", action="store_true", help="let the assignment router pick each task's type")
     parser.add_argument("--timeout", type=float, default=1800, help="seconds to wait for every task to end")
@@ -75,9 +79,13 @@ async def wait_all(http: httpx.AsyncClient, ids: list[str], *, deadline: float) 
 
 
 async def run(args: argparse.Namespace, workdir: Path) -> dict[str, float]:
+    chosen = [
+        replace(pool, instances=args.instances or pool.instances, slots=args.slots or pool.slots)
+        for pool in load_pools()
+    ]
     pools = workdir / "agents.toml"
     pools.write_text(
-        "".join(f"[pools.{t}]\ninstances = {args.instances}\nslots = {args.slots}\n\n" for t in AGENT_TYPES)
+        "".join(f"[pools.{p.agent_type}]\ninstances = {p.instances}\nslots = {p.slots}\n\n" for p in chosen)
     )
     kafka_port, controller_port, postgres_port, api_port = free_ports(4)
     settings = Settings(
@@ -91,7 +99,7 @@ async def run(args: argparse.Namespace, workdir: Path) -> dict[str, float]:
         assert stack.api_url is not None
         print(f"stack: broker {stack.broker_choice}, API {stack.api_url}, LLM {stack.llm_model}", flush=True)
         async with httpx.AsyncClient(base_url=stack.api_url, timeout=args.timeout + 60) as http:
-            await wait_healthy(http, len(AGENT_TYPES) * args.instances)
+            await wait_healthy(http, sum(p.instances for p in chosen))
             tasks = mixed_batch(args.tasks)
             t0 = time.monotonic()
             answer = await http.post(

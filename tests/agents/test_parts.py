@@ -3,6 +3,7 @@ the supervisor's restart backoff, and the agents' prompts with their tools' fact
 
 from __future__ import annotations
 
+import importlib
 import sys
 import time
 from datetime import UTC, datetime, timedelta
@@ -52,6 +53,10 @@ def test_kinds_map_to_capabilities_and_the_types_that_serve_them():
 
 def test_the_shipped_pools_file_runs_every_type_and_bad_files_are_refused():
     assert sorted(p.agent_type for p in load_pools()) == sorted(AGENT_TYPES)
+    # Slots in proportion to answer length, so that a mixed batch's pools finish together (agents.toml).
+    slots = {p.agent_type: p.slots for p in load_pools()}
+    tokens = {t: importlib.import_module(f"agl.agents.{t}").agent.max_tokens for t in AGENT_TYPES}
+    assert {t: slots[t] / tokens[t] for t in AGENT_TYPES} == dict.fromkeys(AGENT_TYPES, 4 / 24)
     with pytest.raises(ConfigError, match="unknown agent type"):
         parse_pools({"pools": {"astrologer": {}}})
     with pytest.raises(ConfigError, match="instances must be"):

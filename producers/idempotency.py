@@ -104,10 +104,14 @@ async def reserve_rollouts(
             ([r[0] for r in rows], [r[1] for r in rows], [r[2] for r in rows]),
         )
         fresh = {row[0] for row in await cur.fetchall()}
-        cur = await conn.execute(
-            "SELECT rollout_id, request_hash FROM command_rollouts WHERE rollout_id = ANY(%b)", (list(wanted),)
-        )
-        clashes = sorted(rollout_id for rollout_id, digest in await cur.fetchall() if wanted[rollout_id] != digest)
+        # Only a rollout id that was there before can clash: the usual request (all new) skips the round trip.
+        known = [rollout_id for rollout_id in wanted if rollout_id not in fresh]
+        clashes: list[str] = []
+        if known:
+            cur = await conn.execute(
+                "SELECT rollout_id, request_hash FROM command_rollouts WHERE rollout_id = ANY(%b)", (known,)
+            )
+            clashes = sorted(rollout_id for rollout_id, digest in await cur.fetchall() if wanted[rollout_id] != digest)
         if clashes:
             raise IdempotencyConflict(
                 f"rollout {clashes[0]!r} already exists with a different request"

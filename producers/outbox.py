@@ -197,40 +197,56 @@ class OutboxRelay:
                 await asyncio.sleep(self._poll_s)
 
     async def _session(self) -> None:
-        async with await psycopg.AsyncConnection.connect(self._url, autocommit=True) as conn:
-            await conn.execute(f"LISTEN {PENDING_CHANNEL}")
-            await conn.execute(f"LISTEN {PUBLISHED_CHANNEL}")
-            while not self._closed:
-                if not self.is_leader:
-                    cur = await conn.execute("SELECT pg_try_advisory_lock(%s)", (RELAY_LOCK,))
-                    row = await cur.fetchone()
-                    self.is_leader = bool(row and row[0])
-                if self.is_leader:
-                    published = await self._publish_pending(conn)
-                    if published:
-                        await self._notify_waiters()
-                        continue  # more may be pending
-                await self._idle(conn)
+        # Two connections: one publishes (and holds the session lock when leader), one only listens. The listener
+        # takes every notification as it comes: several arrive in one packet under load, and a listener that
+        # stopped after the first (as this one did) dropped the rest, so a waiter missed "published" and a leader
+        # missed "pending" until the next poll, a second later.
+        async with (
+            await psycopg.AsyncConnection.connect(self._url, autocommit=True) as conn,
+            await psycopg.AsyncConnection.connect(self._url, autocommit=True) as listener,
+        ):
+            await listener.execute(f"LISTEN {PENDING_CHANNEL}")
+            await listener.execute(f"LISTEN {PUBLISHED_CHANNEL}")
+            listening = asyncio.create_task(self._listen(listener), name="outbox-relay-listener")
+            try:
+                while not self._closed:
+                    if listening.done():
+                        listening.result()  # the listener's connection failed: this session ends with it
+                        raise psycopg.OperationalError("the outbox listener stopped")
+                    # Cleared before looking: a wake from now on means rows this look may not have seen.
+                    self._wake.clear()
+                    if not self.is_leader:
+                        cur = await conn.execute("SELECT pg_try_advisory_lock(%s)", (RELAY_LOCK,))
+                        row = await cur.fetchone()
+                        self.is_leader = bool(row and row[0])
+                    if self.is_leader:
+                        published = await self._publish_pending(conn)
+                        if published:
+                            await self._notify_waiters()
+                            continue  # more may be pending
+                    await self._idle(listening)
+            finally:
+                listening.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await listening
 
-    async def _idle(self, conn: AsyncConnection[Any]) -> None:
-        """Wait for a NOTIFY (new rows, or rows published by the leader), a local kick, or the poll interval."""
-        self._wake.clear()
+    async def _idle(self, listening: asyncio.Task[None]) -> None:
+        """Wait for new rows (a NOTIFY or a local kick), the listener's end, or the poll interval."""
         kicked = asyncio.ensure_future(self._wake.wait())
-        notified = asyncio.ensure_future(self._next_notify(conn))
         try:
-            await asyncio.wait({kicked, notified}, timeout=self._poll_s, return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait({kicked, listening}, timeout=self._poll_s, return_when=asyncio.FIRST_COMPLETED)
         finally:
-            for f in (kicked, notified):
-                f.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await notified
+            kicked.cancel()
         await self._notify_waiters()
 
-    async def _next_notify(self, conn: AsyncConnection[Any]) -> None:
-        async for notify in conn.notifies(stop_after=1):
-            if notify.channel == PUBLISHED_CHANNEL and notify.payload.isdigit():
-                self._remote_max = max(self._remote_max, int(notify.payload))
-            return
+    async def _listen(self, listener: AsyncConnection[Any]) -> None:
+        async for notify in listener.notifies():
+            if notify.channel == PUBLISHED_CHANNEL:
+                if notify.payload.isdigit():
+                    self._remote_max = max(self._remote_max, int(notify.payload))
+                await self._notify_waiters()
+            else:
+                self._wake.set()
 
     async def _publish_pending(self, conn: AsyncConnection[Any]) -> int:
         cur = await conn.execute(

@@ -214,13 +214,20 @@ class EventPublisher:
         return value
 
     async def publish_records(self, records: Sequence[Record]) -> list[Position]:
-        """Send encoded records; retriable failures are resent until the retry budget is spent."""
-        positions = await self._publish(records.__getitem__, len(records))
+        """Send encoded records; retriable failures are resent until the retry budget is spent.
+
+        The records leave at once, in batches of their own: the caller (the outbox relay) hands over everything it
+        has gathered, so lingering for more would only delay them (by ``linger_ms`` on every quiet publish).
+        """
+        positions = await self._publish(records.__getitem__, len(records), linger=False)
         count_published(map(record_type, records))
         return positions
 
-    async def _publish(self, record_at: Callable[[int], Record], count: int) -> list[Position]:
-        """Send records 0 to ``count - 1`` (``record_at`` builds each), then resend the retriable failures."""
+    async def _publish(self, record_at: Callable[[int], Record], count: int, *, linger: bool = True) -> list[Position]:
+        """Send records 0 to ``count - 1`` (``record_at`` builds each), then resend the retriable failures.
+
+        ``linger``: a small publish may wait in the producer's batches for concurrent ones (else it leaves at once).
+        """
         producer = self._require_started()
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.config.retry_budget_s
@@ -228,7 +235,7 @@ class EventPublisher:
         positions: list[Position | None] = [None] * count
         pending: Sequence[int] = range(count)
         while pending:
-            results = await self._send_all(producer, map(record_at, pending), len(pending))
+            results = await self._send_all(producer, map(record_at, pending), len(pending), linger=linger)
             failed: list[int] = []
             last_error: BaseException | None = None
             for index, result in zip(pending, results, strict=True):
@@ -252,13 +259,14 @@ class EventPublisher:
         raise PublishError(f"record {index + 1} of {total} was not published: {error!r}") from error
 
     async def _send_all(
-        self, producer: AIOKafkaProducer, records: Iterator[Record], count: int
+        self, producer: AIOKafkaProducer, records: Iterator[Record], count: int, *, linger: bool
     ) -> list[Position | BaseException]:
         """Hand ``count`` records to the producer, then await all deliveries: each record's Position, or the
         exception that kept it off the log (returned, not raised). In-flight room is taken and given back per
         chunk rather than per record."""
-        # Large publishes fill batches of their own; small ones share the producer's (see producers.handover).
-        hand = hand_batches if count >= _OWN_BATCHES_FROM else hand_records
+        # Large publishes, and those that must not linger, fill batches of their own; small ones share the
+        # producer's (see producers.handover).
+        hand = hand_records if linger and count < _OWN_BATCHES_FROM else hand_batches
         chunks: list[asyncio.Task[list[Position | BaseException]]] = []
         size = min(_CHUNK, self.config.max_in_flight)
         left = count

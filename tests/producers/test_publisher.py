@@ -93,6 +93,25 @@ async def test_records_without_a_key_are_spread_and_found(kafka_bootstrap, kafka
         assert len({p.partition for p in positions}) > 1, "a random partition per batch, as aiokafka picks"
 
 
+async def test_gathered_records_leave_at_once_while_a_lone_event_lingers(kafka_bootstrap, kafka_topics):
+    """The outbox relay hands over all it has gathered: its few records must not wait ``linger_ms`` for more."""
+    linger_s = 4.0
+    config = PublisherConfig(linger_ms=int(linger_s * 1000))
+    event = make_rollout_enqueued()
+    value, headers = encode(event)
+    record = (ROLLOUTS.full_name(kafka_topics), event.key(), value, headers)
+    async with EventPublisher(kafka_bootstrap, topic_prefix=kafka_topics, config=config) as publisher:
+        await publisher.publish_records([record])  # metadata fetched: not part of what is timed
+        t0 = time.monotonic()
+        await publisher.publish_records([record, record])
+        gathered_s = time.monotonic() - t0
+        t0 = time.monotonic()
+        await publisher.publish(make_rollout_enqueued())
+        lone_s = time.monotonic() - t0
+    assert gathered_s < linger_s / 2, f"relayed records waited {gathered_s:.2f}s"
+    assert lone_s >= linger_s * 0.9, "a lone publish shares the producer's lingering batch (the setting works)"
+
+
 async def test_idempotence_follows_what_the_broker_supports(kafka_broker, kafka_topics):
     async with EventPublisher(kafka_broker.bootstrap, topic_prefix=kafka_topics) as publisher:
         assert publisher.idempotent is kafka_broker.supports_idempotence

@@ -268,8 +268,10 @@ class OutboxRelay:
             " FROM unnest(%b::bigint[], %b::int[], %b::bigint[]) AS p(id, part, off) WHERE outbox.id = p.id",
             ([r[0] for r in rows], [p.partition for p in positions], [p.offset for p in positions]),
         )
-        await conn.execute("SELECT pg_notify(%s, %s)", (PUBLISHED_CHANNEL, str(rows[-1][0])))
         if len(self._known) > KNOWN_LIMIT:  # rows nobody here waits for (published for another process)
             self._known.clear()
+        # Known here before the NOTIFY goes out: this relay's own listener hears it too, and a local waiter it wakes
+        # then finds its positions in memory instead of reading them back.
         self._known.update(zip((r[0] for r in rows), positions, strict=True))
+        await conn.execute("SELECT pg_notify(%s, %s)", (PUBLISHED_CHANNEL, str(rows[-1][0])))
         return len(rows)

@@ -4,6 +4,7 @@ waits beside the other learns its rows' positions from the NOTIFYs alone, howeve
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import threading
 from collections.abc import Callable, Coroutine
 from typing import Any
@@ -27,11 +28,9 @@ NEVER_POLL_S = 600.0
 
 def blocking(work: Callable[[], Coroutine[Any, Any, Any]]) -> Any:
     """Run ``work`` on a loop of its own in another thread, holding this one's loop until it ends."""
-    answer: list[Any] = []
-    thread = threading.Thread(target=lambda: answer.append(asyncio.run(work())))
-    thread.start()
-    thread.join()
-    return answer[0]
+    # .result() blocks this thread (so its loop) and raises what the work raised.
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, work()).result()
 
 
 async def test_a_waiter_beside_the_leader_hears_a_publication_among_other_notifications(

@@ -12,14 +12,16 @@ and ``version``, which exist for queries, hold only what their column types acce
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Sequence
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 from uuid import UUID
 
 import orjson
 
 from projections.base import BACKGROUND_LINGER_MS, Envelope, Projection
+from projections.copy_binary import BINARY_HEADER, BINARY_TRAILER, binary_row, binary_text
 from projections.migrations import load_package_migrations
 from projections.safe_text import encode_headers, int4_or_none, jsonb_payload, safe_text
 from schemas.topics import META, TOPICS
@@ -38,27 +40,47 @@ def _header(headers: dict[str, bytes], name: str) -> str | None:
 #: The range of ``timestamptz`` that Python's datetime can also hold; a foreign producer may set any int64.
 _MIN_MS = int(datetime(1, 1, 2, tzinfo=UTC).timestamp() * 1000)
 _MAX_MS = int(datetime(9999, 12, 31, tzinfo=UTC).timestamp() * 1000)
+#: PostgreSQL's binary timestamps count microseconds from 2000-01-01 UTC.
+_PG_EPOCH_US = int(datetime(2000, 1, 1, tzinfo=UTC).timestamp()) * 1_000_000
+#: A binary jsonb value is this version byte, then the JSON text.
+_JSONB_V1 = b"\x01"
+_INT4, _INT8 = struct.Struct(">i"), struct.Struct(">q")
 
 
-def _row(e: Envelope) -> tuple[Any, ...]:
+def _row(e: Envelope) -> bytes:
+    """The record as a binary COPY row: the value goes in as its bytes, neither escaped here nor parsed there
+    (a text COPY hex-escaped every value byte in Python, the larger part of this projection's work)."""
     headers = dict(e.headers)
-    event_id: UUID | None
+    event_id: bytes | None
     try:
-        event_id = UUID(_header(headers, "ce_id") or "")
+        event_id = UUID(_header(headers, "ce_id") or "").bytes
     except ValueError:
         event_id = None
-    encoded = orjson.dumps(encode_headers(e.headers)).decode()
+    version = int4_or_none(_header(headers, "event_version"))
     # The broker's recorded time, not a clock read (clamped: the archive must take the record whatever it says).
-    timestamp = datetime.fromtimestamp(min(max(e.timestamp_ms, _MIN_MS), _MAX_MS) / 1000, UTC)
-    return (e.topic, e.partition, e.offset, event_id, _header(headers, "ce_type"),
-            int4_or_none(_header(headers, "event_version")), e.key, timestamp, jsonb_payload(e.value), e.value,
-            encoded)  # fmt: skip
+    micros = min(max(e.timestamp_ms, _MIN_MS), _MAX_MS) * 1000 - _PG_EPOCH_US
+    # jsonb_payload returns the value itself, decoded, when jsonb takes it: its bytes are the payload's text.
+    payload = None if jsonb_payload(e.value) is None else _JSONB_V1 + cast("bytes", e.value)
+    return binary_row(
+        e.topic.encode(),
+        _INT4.pack(e.partition),
+        _INT8.pack(e.offset),
+        event_id,
+        binary_text(_header(headers, "ce_type")),
+        None if version is None else _INT4.pack(version),
+        e.key,
+        _INT8.pack(micros),
+        payload,
+        e.value,
+        _JSONB_V1 + orjson.dumps(encode_headers(e.headers)),
+    )
 
 
 async def apply(envelopes: Sequence[Envelope], conn: AsyncConnection[Any]) -> None:
-    async with conn.cursor() as cur, cur.copy(f"COPY events ({_COLUMNS}) FROM STDIN") as copy:
-        for envelope in envelopes:
-            await copy.write_row(_row(envelope))
+    rows = [_row(envelope) for envelope in envelopes]
+    statement = f"COPY events ({_COLUMNS}) FROM STDIN WITH (FORMAT binary)"
+    async with conn.cursor() as cur, cur.copy(statement) as copy:
+        await copy.write(b"".join((BINARY_HEADER, *rows, BINARY_TRAILER)))
 
 
 PROJECTION = Projection(

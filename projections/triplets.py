@@ -34,19 +34,11 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from projections.base import BACKGROUND_LINGER_MS, Envelope, Projection
+from projections.copy_binary import BINARY_HEADER, BINARY_TRAILER, binary_bigint, binary_row, binary_text
 from projections.errors import ProjectionError
 from projections.migrations import Migration, load_package_migrations
 from projections.triplet_adapter import AdapterConfig, Triplet, to_triplets
-from projections.triplets_copy import (
-    BINARY_HEADER,
-    BINARY_TRAILER,
-    TRIPLET_COLUMNS,
-    binary_bigint,
-    binary_row,
-    binary_text,
-    text,
-    triplet_line,
-)
+from projections.triplets_copy import TRIPLET_COLUMNS, text, triplet_line
 from schemas import Event, RewardAssigned, RolloutEnqueued, SpanRecorded
 from schemas.codec import encode_value
 from schemas.topics import REWARDS, ROLLOUTS, SPANS

@@ -9,7 +9,6 @@ than let one hostile span stop the projection.
 
 from __future__ import annotations
 
-import struct
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -73,33 +72,6 @@ def timestamp(value: datetime | None) -> bytes:
 
 def number(value: float | None) -> bytes:
     return NULL if value is None else repr(float(value)).encode()
-
-
-# -- binary COPY, for the fact copies: bodies go in as bytes, with neither escaping nor parsing ----------------------
-#: What starts a binary COPY stream: the signature, no flags, no header extension.
-BINARY_HEADER = b"PGCOPY\n\xff\r\n\x00" + struct.pack(">ii", 0, 0)
-BINARY_TRAILER = struct.pack(">h", -1)
-_NULL_FIELD = struct.pack(">i", -1)
-
-
-def binary_row(*fields: bytes | None) -> bytes:
-    """One row of a binary COPY: each field is its binary value (text as UTF-8, bytea as is) or ``None``."""
-    out = [struct.pack(">h", len(fields))]
-    for field in fields:
-        if field is None:
-            out.append(_NULL_FIELD)
-        else:
-            out.append(struct.pack(">i", len(field)))
-            out.append(field)
-    return b"".join(out)
-
-
-def binary_text(value: str | None) -> bytes | None:
-    return None if value is None else safe_text(value).encode()
-
-
-def binary_bigint(value: int) -> bytes:
-    return struct.pack(">q", value)
 
 
 #: The triplets table's columns, in the order ``triplet_line`` writes them.

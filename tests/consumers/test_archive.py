@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
+
+import orjson
 import pytest
 
 from consumers.worker import ProjectionWorker
@@ -26,6 +29,11 @@ async def test_every_record_is_archived_with_its_position_and_nothing_is_parked(
     archived = {(event_id, kind, no_payload) for event_id, kind, no_payload in rows}
     assert archived == {(str(e.event_id), e.type, False) for e in events} | {(None, None, True)}
     assert await fetch_all(pg_url, "SELECT count(*) FROM dead_letters") == [(0,)]
+    # The rows go in as binary COPY: the payload is the value's JSON, the time the broker's (this minute's).
+    now = datetime.now(UTC)
+    for value, payload, at in await fetch_all(pg_url, "SELECT value, payload, timestamp FROM archive_g1.events"):
+        assert payload == (None if value.startswith(b"\x00") else orjson.loads(value))
+        assert abs(at - now) < timedelta(minutes=5)
 
 
 async def test_a_record_jsonb_and_text_columns_refuse_is_archived_byte_for_byte(kafka_bootstrap, kafka_topics, pg_url):

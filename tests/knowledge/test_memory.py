@@ -112,3 +112,16 @@ def test_consolidation_decays_by_age_of_the_latest_support_and_weighs_rewards():
     top = consolidate(again, {"ro-old": 1.0}, policy, now)[0]
     assert (top.memory_id, top.memory_ids, top.last_at) == ("old", ["old", "again"], now)
     assert top.score == pytest.approx(2 * 2.0)
+
+
+async def test_rewards_add_up_per_rollout_within_a_batch_and_across_batches(kafka_bootstrap, kafka_topics, pg_url):
+    # A batch's rewards are summed before they are written: several of one rollout in one batch count each.
+    await publish(kafka_bootstrap, kafka_topics, [
+        RewardAssigned(rollout_id="ro-a", value=1.0), RewardAssigned(rollout_id="ro-b", value=0.25),
+        RewardAssigned(rollout_id="ro-a", value=0.5),
+    ])  # fmt: skip
+    async with running(worker_for(MEMORIES, kafka_bootstrap, pg_url, kafka_topics)):
+        query = "SELECT array_agg(rollout_id || ':' || reward_sum || '/' || reward_count ORDER BY rollout_id) FROM "
+        await wait_until(pg_url, query + "memories_g1.memory_rewards", ["ro-a:1.5/2", "ro-b:0.25/1"])
+        await publish(kafka_bootstrap, kafka_topics, [RewardAssigned(rollout_id="ro-a", value=0.5)])
+        await wait_until(pg_url, query + "memories_g1.memory_rewards", ["ro-a:2/3", "ro-b:0.25/1"])

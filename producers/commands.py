@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 from fastapi import APIRouter, Body, Depends, Header, Path, Query, Request
 from fastapi.exceptions import RequestValidationError
 
-from producers import lifecycle
+from producers import lifecycle_endings
 from producers.http import one_or_many, one_or_many_openapi
 from producers.idempotency import ids_for_key, next_number, request_hash, reserve_rollouts, stored_rollouts
 from producers.latest_resources import latest_resources_id, record_latest
@@ -200,7 +200,7 @@ async def cancel_rollout(
     """
     reason = body.reason if body else None
     async with pool.connection() as conn:
-        outbox_ids = await lifecycle.cancel(conn, publisher, rollout_id, reason, envelope)
+        outbox_ids = await lifecycle_endings.cancel(conn, publisher, rollout_id, reason, envelope)
         ids = await event_ids(conn, outbox_ids)
     positions = await wait_positions(relay, pool, outbox_ids)
     return Accepted(event_ids=ids, position=to_token(list(positions)))

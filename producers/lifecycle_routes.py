@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 from fastapi import APIRouter, Path, Request
 
-from producers import lifecycle, lifecycle_reports, outbox
+from producers import lifecycle, lifecycle_endings, lifecycle_reports, outbox
 from producers.commands import SOURCE, EnvelopeDep, PoolDep, PublisherDep, RelayDep
 from producers.lifecycle_models import (
     NAME_PATTERN,
@@ -81,7 +81,7 @@ async def deregister_worker(
     async with pool.connection() as conn:
         async with conn.transaction():
             await outbox.append(conn, publisher, [event])
-        await lifecycle.abandon_worker(conn, publisher, worker_id, envelope)
+        await lifecycle_endings.abandon_worker(conn, publisher, worker_id, envelope)
     return WorkerAccepted(worker_id=worker_id)
 
 

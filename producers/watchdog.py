@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 import psycopg
 
 from producers.idempotency import migrate_commands
-from producers.lifecycle import expire_overdue
+from producers.lifecycle_endings import expire_overdue
 from producers.outbox import OutboxRelay
 from producers.publisher import EventPublisher
 

@@ -12,7 +12,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, HTTPException, Request
 
-from producers import lifecycle
+from producers import lifecycle, lifecycle_endings
 from producers.agl_compat import paging, reads, write_model
 from producers.agl_compat.deps import RESPONSES, Services, json_object, reject_nulls, services
 from producers.agl_compat.models import Attempt, AttemptedRollout, Page, Rollout
@@ -110,7 +110,9 @@ async def update_rollout(rollout_id: str, request: Request, svc: ServicesDep) ->
                     400, f"{field} cannot be changed here: rollouts are recorded as events, only a cancel is one"
                 )
         if body.get("status") == "cancelled":
-            ids = await lifecycle.cancel(conn, svc.publisher, rollout_id, "cancelled by update_rollout", svc.envelope)
+            ids = await lifecycle_endings.cancel(
+                conn, svc.publisher, rollout_id, "cancelled by update_rollout", svc.envelope
+            )
             if ids:
                 svc.relay.kick()
         after = await write_model.rollout(conn, rollout_id)

@@ -11,7 +11,7 @@ import psycopg
 import pytest
 
 from consumers.worker import ProjectionWorker
-from producers import lifecycle
+from producers import lifecycle_endings
 from producers.publisher import EventPublisher
 from projections.rollouts import PROJECTION as ROLLOUTS
 from tests.consumers.helpers import running
@@ -145,8 +145,8 @@ async def test_the_watchdog_times_out_an_attempt_and_a_late_finish_changes_nothi
     await asyncio.sleep(0.3)
     publisher: EventPublisher = app.state.publisher
     async with await psycopg.AsyncConnection.connect(pg_url, autocommit=True) as conn:
-        assert await lifecycle.expire_overdue(conn, publisher, {"source": "/agl/watchdog"}) == 1
-        assert await lifecycle.expire_overdue(conn, publisher, {"source": "/agl/watchdog"}) == 0
+        assert await lifecycle_endings.expire_overdue(conn, publisher, {"source": "/agl/watchdog"}) == 1
+        assert await lifecycle_endings.expire_overdue(conn, publisher, {"source": "/agl/watchdog"}) == 0
     late = await report(api, first, "finish", status="succeeded")
     assert late == {"rollout_status": "requeuing", "attempt_status": "timeout", "cancelled": True, "late": True}
     (second,) = await dequeue(api, "w2")

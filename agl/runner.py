@@ -5,10 +5,10 @@ cancel, timeout) is the API's. Each claim starts its attempt (the API records it
 for each attempt the runner then fetches the rollout's resources (its pinned ``resources_id``, fetched once per
 id, or the latest; none gives the agent ``{}``), runs the agent (traced per attempt: ``agl.tracer``), and
 reports the outcome with its spans (those it traced, then those it returned) and rewards in one report, which
-the API records with its decision. Reports of all slots travel in batches (:mod:`agl.runner_reports`) and are
-resent until the API answers them (with jittered backoff while the API is unreachable); a resent finish records
-its spans and rewards no second time. A trace too large for a batch goes first through ``POST /v1/spans`` in
-batches keyed by an Idempotency-Key.
+the API records with its decision (:mod:`agl.runner_delivery`). Reports of all slots travel in batches
+(:mod:`agl.runner_reports`) and are resent until the API answers them (with jittered backoff while the API is
+unreachable); a resent finish records its spans and rewards no second time. A trace too large for a batch goes
+first through ``POST /v1/spans`` in batches keyed by an Idempotency-Key.
 
 A heartbeat loop reports the worker (slots, busy slots, current attempts) and every running attempt; an
 attempt whose verdict says ``cancelled`` has its agent cancelled (an ``async`` agent's task is cancelled; a sync
@@ -30,11 +30,12 @@ import time
 from collections import Counter, deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
-from typing import TYPE_CHECKING, Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Any
 
 from agl import memory
-from agl.agent import AgentError, LitAgent, Outcome, Rollout, agent_name, attempt_scope, interpret
+from agl.agent import LitAgent, Outcome, Rollout, agent_name, attempt_scope, interpret
 from agl.errors import LightningError
+from agl.runner_delivery import RESOURCES_KEPT, SPAN_BATCH, AttemptResults, RolloutResources, deliver, pause, pause_n
 from agl.runner_parts import (
     AttemptEnd,
     AttemptRecord,
@@ -45,22 +46,19 @@ from agl.runner_parts import (
     _Failure,
     default_worker_id,
 )
-from agl.runner_reports import ReportBatcher, encoded_if_fits
-from agl.span_records import batches
+from agl.runner_reports import ReportBatcher
 from agl.tracer import AttemptTrace, attempt_tracing
 from knowledge.context import retrieve_context
 from producers.errors import ApiUnavailable, CommandRejected
-from producers.lifecycle_models import MAX_REPORT_REWARDS, MAX_REPORT_SPANS, ErrorIn, ReportItemIn
-from producers.models import RewardIn, SpanIn
+from producers.lifecycle_models import ReportItemIn
+from producers.models import RewardIn
 from schemas import ErrorInfo
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
+    from collections.abc import Callable, Coroutine, Mapping
 
     from producers.client import AsyncClient
     from producers.lifecycle_models import ClaimOut as Claim
-    from producers.lifecycle_models import VerdictOut as Verdict
-    from schemas import Resource
 
 # What other code imports from here: the runner, its options and error, and what it records of each attempt.
 __all__ = [
@@ -76,12 +74,6 @@ __all__ = [
 ]
 
 log = logging.getLogger("agl.runner")
-T = TypeVar("T")
-
-#: Spans per ``POST /v1/spans`` request: keeps a chatty agent's batch under the API's body limit.
-SPAN_BATCH = 500
-#: Resources versions kept by id (the cache is emptied when full: ids are few in practice).
-RESOURCES_KEPT = 256
 
 
 class RunnerError(LightningError):
@@ -105,9 +97,9 @@ class Runner:
         self._stopping = asyncio.Event()
         self._slot_freed = asyncio.Event()
         self._executor: ThreadPoolExecutor | None = None
-        self.reports = ReportBatcher(client, self.worker_id, self._pause_n)
-        #: Resources by id: a version is immutable, so each is fetched once (bounded: ids are few in practice).
-        self._resources_by_id: dict[str, dict[str, Resource]] = {}
+        self.reports = ReportBatcher(client, self.worker_id, pause_n)
+        self.results = AttemptResults(client, self.worker_id, self.reports)
+        self._resources = RolloutResources(client, self.options.resources_wait_s)
 
     # -- lifecycle ----------------------------------------------------------------------------------------------
     def stop(self) -> None:
@@ -146,7 +138,7 @@ class Runner:
         """Register (retrying while the API is unreachable); False when stopped before the API answered."""
         opts = self.options
         registering = asyncio.ensure_future(
-            self._deliver(
+            deliver(
                 "register",
                 lambda: self.client.register_worker(
                     self.worker_id, capabilities=opts.capabilities, slots=opts.slots, version=opts.version
@@ -169,7 +161,7 @@ class Runner:
         reason = "drained" if self.stopping else "done"
         try:
             await asyncio.wait_for(
-                self._deliver("deregister", lambda: self.client.deregister_worker(self.worker_id, reason)), 10
+                deliver("deregister", lambda: self.client.deregister_worker(self.worker_id, reason)), 10
             )
         except (TimeoutError, CommandRejected) as e:
             log.warning("worker %s could not deregister (%r); the API will see it go silent", self.worker_id, e)
@@ -204,7 +196,7 @@ class Runner:
                     self.worker_id, limit=limit, capabilities=opts.capabilities, wait_ms=wait_ms, start=True
                 )
             except ApiUnavailable as e:
-                await self._pause(backoff, "dequeue", e)
+                await pause(backoff, "dequeue", e)
                 continue
             except CommandRejected as e:
                 raise RunnerError(f"the API refused to hand out rollouts to {self.worker_id!r}: {e}") from e
@@ -259,7 +251,8 @@ class Runner:
         except asyncio.CancelledError:
             # Stopped by the drain deadline: say so now rather than leave it to the watchdog.
             record = AttemptRecord(claim.rollout_id, claim.attempt_id, "shutdown")
-            await self._report_shutdown(claim)
+            message = f"worker {self.worker_id} stopped before the attempt ended"
+            await self.results.shutdown(claim, ErrorInfo(type="RunnerShutdown", message=message))
         except CommandRejected as e:
             log.warning("attempt %s of %s: the API refused a report: %s", claim.attempt_id, claim.rollout_id, e)
             record = AttemptRecord(claim.rollout_id, claim.attempt_id, "refused")
@@ -285,41 +278,16 @@ class Runner:
         if ended is None:
             return AttemptRecord(*ids, "cancelled")
         if isinstance(ended, _Failure):
-            verdict = await self._finish(rollout, "failed", ended.spans, [], ended.error)
+            verdict = await self.results.finish(rollout, "failed", ended.spans, [], ended.error)
             return AttemptRecord(*ids, "failed", error=ended.error, verdict=verdict)
         outcome, rewards = ended
         try:
-            verdict = await self._finish(rollout, "succeeded", outcome.spans, rewards, None)
+            verdict = await self.results.finish(rollout, "succeeded", outcome.spans, rewards, None)
         except CommandRejected as e:  # its results were refused (422): the attempt fails, and says why
             error = ErrorInfo(type="ReportRejected", message=f"the API refused a result: {e}")
-            verdict = await self._finish(rollout, "failed", [], [], error)
+            verdict = await self.results.finish(rollout, "failed", [], [], error)
             return AttemptRecord(*ids, "failed", error=error, verdict=verdict)
         return AttemptRecord(*ids, "succeeded", rewards=tuple(r.value for r in rewards), verdict=verdict)
-
-    async def _finish(
-        self,
-        rollout: Rollout,
-        status: Literal["succeeded", "failed"],
-        spans: Sequence[SpanIn],
-        rewards: Sequence[RewardIn],
-        error: ErrorInfo | None,
-    ) -> Verdict:
-        """Report the outcome with its spans and rewards in one batched report (recorded with the decision); a
-        trace too large for a batch goes first on its own, in keyed batches."""
-        ids = {"rollout_id": rollout.rollout_id, "attempt_id": rollout.attempt_id}
-        error_in = None if error is None else ErrorIn(**error.model_dump())
-        if len(spans) <= MAX_REPORT_SPANS and len(rewards) <= MAX_REPORT_REWARDS:
-            report = ReportItemIn(**ids, kind="finish", status=status, error=error_in, spans=tuple(spans),
-                                  rewards=tuple(rewards))  # fmt: skip
-            encoded = encoded_if_fits(report)
-            if encoded is not None:
-                return await self.reports.send_encoded(encoded)
-        if status == "failed":
-            with contextlib.suppress(CommandRejected):  # the failure is reported even if its spans are refused
-                await self._report_results(rollout, spans, rewards)
-        else:
-            await self._report_results(rollout, spans, rewards)
-        return await self.reports.send(ReportItemIn(**ids, kind="finish", status=status, error=error_in))
 
     async def _execute(self, active: _Active, rollout: Rollout) -> tuple[Outcome, list[RewardIn]] | _Failure | None:
         """Run the agent: its outcome and rewards, its failure, or None when the API cancelled it."""
@@ -328,10 +296,10 @@ class Runner:
         with attempt_scope(rollout) as scope, memory.bind(memory.Memory(self.client, self.memory_agent_id)):
             try:
                 # The knowledge the rollout names, retrieved once and recorded before the agent sees it.
-                context = await self._deliver("context", lambda: retrieve_context(self.client, active.claim))
+                context = await deliver("context", lambda: retrieve_context(self.client, active.claim))
                 if context is not None:
                     scope.rollout = rollout = replace(rollout, context=context)
-                resources = await self._resources(rollout.resources_id)
+                resources = await self._resources.get(rollout.resources_id)
                 # Only the agent is traced: the runner's own calls (an in-process API's spans) are not the agent's.
                 with attempt_tracing(**ids, enabled=self.options.tracing) as trace:
                     self.agent.on_rollout_start(rollout.input, self, rollout)
@@ -366,45 +334,6 @@ class Runner:
         call = functools.partial(contextvars.copy_context().run, entry, rollout.input, resources, rollout)
         return asyncio.get_running_loop().run_in_executor(self._executor, call)
 
-    async def _resources(self, resources_id: str | None) -> dict[str, Resource]:
-        """The rollout's resources: pinned, or the latest (none published: ``{}``)."""
-        if resources_id is not None and resources_id in self._resources_by_id:
-            return dict(self._resources_by_id[resources_id])
-        backoff, deadline = Backoff(), time.monotonic() + self.options.resources_wait_s
-        while True:
-            answer = await self._deliver("resources", lambda: self.client.get_resources(resources_id))
-            if answer is not None:
-                if len(self._resources_by_id) >= RESOURCES_KEPT:
-                    self._resources_by_id.clear()
-                self._resources_by_id[answer.resources_id] = dict(answer.resources)
-                return dict(answer.resources)
-            if resources_id is None:
-                return {}
-            # Pinned resources just published may not be in the read model yet: give it a moment.
-            if time.monotonic() >= deadline:
-                raise AgentError(f"the rollout's resources {resources_id!r} do not exist")
-            await asyncio.sleep(backoff.next_delay())
-
-    async def _report_results(self, rollout: Rollout, spans: Sequence[SpanIn], rewards: Sequence[RewardIn]) -> None:
-        await self._report_spans(rollout, spans)
-        if rewards:
-            key = f"{rollout.attempt_id}:rewards"
-            await self._deliver("rewards", lambda: self.client.assign_rewards(rewards, idempotency_key=key))
-
-    async def _report_spans(self, rollout: Rollout, spans: Sequence[SpanIn]) -> None:
-        """Post the spans in batches, each resent with the same key (and span ids) until the API answers."""
-        for n, batch in enumerate(batches(spans, SPAN_BATCH)):
-            key = f"{rollout.attempt_id}:spans:{n}"
-            await self._deliver("spans", functools.partial(self.client.record_spans, batch, idempotency_key=key))
-
-    async def _report_shutdown(self, claim: Claim) -> None:
-        error = ErrorInfo(type="RunnerShutdown", message=f"worker {self.worker_id} stopped before the attempt ended")
-        send = self.client.finish_attempt(claim.rollout_id, claim.attempt_id, self.worker_id, "failed", error)
-        try:
-            await asyncio.wait_for(send, 5)
-        except (TimeoutError, LightningError) as e:
-            log.warning("attempt %s: could not report the shutdown (%r); the watchdog will", claim.attempt_id, e)
-
     # -- heartbeats ---------------------------------------------------------------------------------------------
     async def _heartbeats(self) -> None:
         while True:
@@ -438,24 +367,3 @@ class Runner:
             log.info("attempt %s of %s: cancelled by the API; stopping it", claim.attempt_id, claim.rollout_id)
             active.cancelled_by_api = True
             active.agent_task.cancel()
-
-    # -- delivery -----------------------------------------------------------------------------------------------
-    async def _deliver(self, what: str, send: Callable[[], Awaitable[T]]) -> T:
-        """``send()`` until the API answers; a 4xx answer (CommandRejected) is raised, never retried."""
-        backoff = Backoff()
-        while True:
-            try:
-                return await send()
-            except ApiUnavailable as e:
-                await self._pause(backoff, what, e)
-
-    async def _pause_n(self, what: str, error: Exception, failures: int) -> None:
-        """The batcher's pause before resending: the ``failures``-th backoff delay."""
-        backoff = Backoff()
-        backoff.failures = failures - 1
-        await self._pause(backoff, what, error)
-
-    async def _pause(self, backoff: Backoff, what: str, error: Exception) -> None:
-        delay = backoff.next_delay()
-        log.warning("%s: the API is unreachable (%s); retrying in %.1f s", what, error, delay)
-        await asyncio.sleep(delay)

@@ -15,6 +15,7 @@ import httpx
 import orjson
 from pydantic import BaseModel, ConfigDict, TypeAdapter
 
+from producers.auth.discovery import auth_headers, find_api_key
 from producers.client_answers import (
     KnowledgeDocument,
     KnowledgeDocumentsPage,
@@ -23,7 +24,7 @@ from producers.client_answers import (
     RolloutAnswer,
     RolloutsAnswer,
 )
-from producers.errors import CommandRejected
+from producers.errors import ApiUnavailable, CommandRejected
 from producers.lifecycle_models import (
     ClaimsOut,
     DequeueIn,
@@ -54,7 +55,7 @@ from producers.models import (
 from schemas import ErrorInfo, Resource, RolloutConfig, RolloutMode
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping, Sequence
+    from collections.abc import Callable, Mapping, Sequence
 
 T = TypeVar("T", bound=BaseModel)
 
@@ -278,3 +279,30 @@ class _ContextIn(BaseModel):
 def _record_context(rollout_id: str, attempt_id: str, context: Mapping[str, Any]) -> _Call[Accepted]:
     path = f"/v1/rollouts/{rollout_id}/attempts/{attempt_id}/context"
     return _Call("POST", path, Accepted, _ContextIn(**context), _keyed(None))
+
+
+# -- what both clients share ------------------------------------------------------------------------------------
+def _unless_missing(call: Callable[[], T]) -> T | None:
+    try:
+        return call()
+    except CommandRejected as e:
+        if e.status_code == 404:
+            return None
+        raise
+
+
+class _Base:
+    def __init__(
+        self, base_url: str, *, retry: RetryPolicy | None, correlation_id: str | None, api_key: str | None
+    ) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.retry = retry or RetryPolicy()
+        # The API key: the one given, else AGL_API_KEY, else the one `agl up` saved (producers/auth/discovery.py).
+        self._headers = {"content-type": "application/json", **auth_headers(find_api_key(api_key))}
+        if correlation_id:
+            self._headers["X-Correlation-ID"] = correlation_id
+
+    def _unavailable(self, call: _Call[Any], last: object) -> ApiUnavailable:
+        return ApiUnavailable(
+            f"{call.method} {self.base_url}{call.path}: no answer after {self.retry.attempts} attempts ({last})"
+        )

@@ -26,7 +26,7 @@ from tests.consumers.helpers import publish, running
 from tests.dashboard.conftest import CHROMIUM_FLAGS
 from tests.producers.conftest import api_settings
 from tests.producers.test_llm_proxy import serving
-from tests.projections.test_triplets import two_calls
+from tests.projections.triplets_support import two_calls
 from tests.runner.conftest import projected
 
 pytestmark = [pytest.mark.pg, pytest.mark.kafka, pytest.mark.slow]

@@ -39,8 +39,9 @@ from psycopg import sql
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from agl.stack.brokers import java_available
+from bench._rebuild_raw import RawPump, consumer_of
 from bench._stack import prepared_services
-from bench.rebuild import RawPump, consumer_of, produce, quiesce, warm_read
+from bench.rebuild import produce, quiesce, warm_read
 from consumers._gc import Collections, gc_paused
 from consumers.prefetch import release
 from consumers.rebuild import Progress, Rebuild

@@ -23,7 +23,8 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from psycopg.types.json import Jsonb
 
 from agl.errors import LogResetError
-from agl.stack.restore import settle_archive, start_over
+from agl.stack.archive_settle import settle_archive
+from agl.stack.restore import start_over
 
 if TYPE_CHECKING:
     from psycopg import AsyncConnection

@@ -10,7 +10,7 @@ as Apache Kafka does) resumes where the broker's log ends, once its last record 
 
 Before anything is sent, every topic is checked against every witness of what the broker had acknowledged: the
 positions of every projection, the positions the command API had confirmed (``command_rollouts``), and the high
-watermarks the stack recorded when it stopped, once the archive had caught up with them (``settle_archive``).
+watermarks the stack recorded when it stopped, once the archive had caught up with them (``agl.stack.archive_settle``).
 Records a witness saw that the archive lacks are lost with the broker; they are reported, never dropped in silence:
 the restore refuses unless the caller accepts the loss (``agl up --accept-log-reset``). Then the archive is restored
 as it is, the read models that had applied lost records start over from the restored log, and the loss is printed.
@@ -21,14 +21,12 @@ The archive itself is never deleted: it is the only copy of the history on Tansu
 
 from __future__ import annotations
 
-import asyncio
 import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from psycopg import sql
-from psycopg.types.json import Jsonb
 
 from consumers.watermarks import fetch_watermarks
 from core.errors import LogResetError
@@ -36,7 +34,7 @@ from projections.safe_text import decode_headers
 from projections.tracking import Generation, active_generation, drop_generation
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Sequence
+    from collections.abc import Sequence
 
     from psycopg import AsyncConnection
 
@@ -44,7 +42,7 @@ ARCHIVE = "archive"
 #: Rows read from PostgreSQL and sent to the broker per round; their deliveries are checked together.
 _CHUNK = 5000
 #: ``stack_state`` keys: high watermarks seen at the last stop, and when a loss was last accepted.
-_MARKS_KEY = "archive_watermarks"
+MARKS_KEY = "archive_watermarks"
 _ACCEPTED_KEY = "log_loss_accepted_at"
 _KEEPS_ARCHIVE = (
     "The archive is kept either way (it is the only copy of the history on Tansu); `agl up --accept-log-reset` "
@@ -142,7 +140,7 @@ async def _witnesses(conn: AsyncConnection[Any], topics: Sequence[str]) -> list[
         )
         seen += [(t, p, n, "the command API's confirmed positions") for t, p, n in await cur.fetchall()]
     epoch = await stored_log_epoch(conn)
-    cur = await conn.execute("SELECT value FROM stack_state WHERE key = %s", (_MARKS_KEY,))
+    cur = await conn.execute("SELECT value FROM stack_state WHERE key = %s", (MARKS_KEY,))
     row = await cur.fetchone()
     if row is not None and row[0].get("epoch") == epoch:
         seen += [
@@ -171,7 +169,7 @@ def _missing(archived: dict[TopicPartitionKey, int], seen: list[tuple[str, int, 
 
 
 # -- the broker side ----------------------------------------------------------------------------------------------
-async def _log_ends(bootstrap: str, tps: Sequence[TopicPartitionKey]) -> dict[TopicPartitionKey, int]:
+async def log_ends(bootstrap: str, tps: Sequence[TopicPartitionKey]) -> dict[TopicPartitionKey, int]:
     """Each partition's high watermark, from fetch responses (Tansu's end offsets are off by a batch)."""
     marks = await fetch_watermarks(bootstrap, dict.fromkeys(tps, 0))
     return {tp: mark.high_watermark for tp, mark in marks.items()}
@@ -272,7 +270,7 @@ async def restore_from_archive(
     missing = _missing(archived, await _witnesses(conn, topics))
     if not archived and not missing:
         return None
-    ends = await _log_ends(bootstrap, sorted({*archived, *((m.topic, m.partition) for m in missing)}))
+    ends = await log_ends(bootstrap, sorted({*archived, *((m.topic, m.partition) for m in missing)}))
     if any(end > archived.get(tp, 0) for tp, end in ends.items()):
         return None  # the broker holds records the archive lacks: not a reset log, the epoch check decides
     if gaps:
@@ -332,7 +330,7 @@ async def _accept_loss(
         "ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value, updated_at = now()",
         (_ACCEPTED_KEY,),
     )
-    await conn.execute("DELETE FROM stack_state WHERE key = %s", (_MARKS_KEY,))
+    await conn.execute("DELETE FROM stack_state WHERE key = %s", (MARKS_KEY,))
     return sorted(g.schema for g in dropped if g.projection != ARCHIVE)
 
 
@@ -356,69 +354,10 @@ async def start_over(conn: AsyncConnection[Any]) -> list[str]:
             await drop_generation(conn, gen)
             dropped.append(gen.schema)
     await conn.execute("DELETE FROM projection_offsets")
-    await conn.execute("DELETE FROM stack_state WHERE key = %s", (_MARKS_KEY,))
+    await conn.execute("DELETE FROM stack_state WHERE key = %s", (MARKS_KEY,))
     await conn.execute(
         "INSERT INTO stack_state (key, value) VALUES (%s, to_jsonb(now())) "
         "ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value, updated_at = now()",
         (_ACCEPTED_KEY,),
     )
     return dropped
-
-
-# -- at stop: let the archive catch up ------------------------------------------------------------------------------
-@dataclass
-class Settled:
-    caught_up: bool
-    #: partitions where the archive stayed behind the broker: (topic, partition) -> (archived, high watermark)
-    behind: dict[TopicPartitionKey, tuple[int, int]] = field(default_factory=dict)
-
-
-async def _partitions(bootstrap: str, topics: Sequence[str]) -> list[TopicPartitionKey]:
-    # The producer's ``partitions_for`` waits for the topic's metadata (a consumer's answers from a cache).
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap)
-    await producer.start()
-    try:
-        return [(t, p) for t in topics for p in sorted(await producer.partitions_for(t))]
-    finally:
-        await producer.stop()
-
-
-async def _archive_positions(conn: AsyncConnection[Any]) -> dict[TopicPartitionKey, int]:
-    archive = await active_generation(conn, ARCHIVE)
-    if archive is None:
-        return {}
-    cur = await conn.execute(
-        "SELECT topic, partition, next_offset FROM projection_offsets WHERE projection = %s", (archive.schema,)
-    )
-    return {(t, p): n for t, p, n in await cur.fetchall()}
-
-
-async def settle_archive(
-    conn: AsyncConnection[Any],
-    bootstrap: str,
-    topics: Sequence[str],
-    *,
-    timeout_s: float = 30.0,
-    archive_running: Callable[[], bool] = lambda: True,
-) -> Settled:
-    """Before a broker that forgets its log stops: wait until the archive holds every record, and remember the marks.
-
-    Call it once nothing publishes any more (the API is stopped). The broker's high watermarks are stored with the
-    log epoch, so a restore can tell records that were acknowledged but never archived (if the archive did not
-    catch up in time, or is not running) from records that never existed.
-    """
-    marks = await _log_ends(bootstrap, await _partitions(bootstrap, topics))
-    epoch = await stored_log_epoch(conn)
-    if epoch is not None:
-        await conn.execute(
-            "INSERT INTO stack_state (key, value) VALUES (%s, %s) "
-            "ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value, updated_at = now()",
-            (_MARKS_KEY, Jsonb({"epoch": epoch, "marks": [[t, p, n] for (t, p), n in sorted(marks.items()) if n]})),
-        )
-    deadline = time.monotonic() + timeout_s
-    while True:
-        positions = await _archive_positions(conn)
-        behind = {tp: (positions.get(tp, 0), n) for tp, n in marks.items() if positions.get(tp, 0) < n}
-        if not behind or time.monotonic() > deadline or not archive_running():
-            return Settled(caught_up=not behind, behind=behind)
-        await asyncio.sleep(0.1)

@@ -10,8 +10,9 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from agl.errors import LogResetError
+from agl.stack.archive_settle import settle_archive
 from agl.stack.log_epoch import EpochOutcome, reconcile_log_epoch
-from agl.stack.restore import restore_from_archive, settle_archive
+from agl.stack.restore import restore_from_archive
 from consumers.worker import ProjectionWorker
 from producers.admin import ensure_topics
 from projections.archive import PROJECTION as ARCHIVE

@@ -36,14 +36,13 @@ def _vector(event: ChunksEmbedded) -> bytes:
 
 
 async def apply(envelopes: Sequence[Envelope], conn: AsyncConnection[Any]) -> None:
-    # Rewards touch only memory_rewards, and sums do not depend on order: a batch's rewards are added up here and
-    # written in one statement (a statement per reward was this projection's main cost under a busy runner pool).
-    rewards: dict[str, tuple[float, int]] = {}
+    # Rewards touch only memory_rewards: a batch's rewards are gathered here and added in two statements for the
+    # whole batch (a statement per reward was this projection's main cost under a busy runner pool).
+    rewards: dict[str, list[float]] = {}
     for envelope in envelopes:
         e = envelope.event
         if isinstance(e, RewardAssigned):
-            total, count = rewards.get(e.rollout_id, (0.0, 0))
-            rewards[e.rollout_id] = (total + e.value, count + 1)
+            rewards.setdefault(e.rollout_id, []).append(e.value)
         elif isinstance(e, DocumentDeleted) and e.collection.startswith(MEMORY_PREFIX):
             key = (e.collection, e.document_id)
             await conn.execute(
@@ -77,13 +76,35 @@ async def apply(envelopes: Sequence[Envelope], conn: AsyncConnection[Any]) -> No
                 (_vector(e), e.collection, e.document_id, e.document_version),
             )
     if rewards:
-        ids = sorted(rewards)
-        await conn.execute(
-            "INSERT INTO memory_rewards SELECT * FROM unnest(%b::text[], %b::float8[], %b::int[]) "
-            "ON CONFLICT (rollout_id) DO UPDATE SET reward_sum = memory_rewards.reward_sum + EXCLUDED.reward_sum, "
-            "reward_count = memory_rewards.reward_count + EXCLUDED.reward_count",
-            (ids, [rewards[i][0] for i in ids], [rewards[i][1] for i in ids]),
-        )
+        await _add_rewards(conn, rewards)
+
+
+async def _add_rewards(conn: AsyncConnection[Any], rewards: dict[str, list[float]]) -> None:
+    """Add each rollout's rewards (in log order) to its stored sum, one at a time as the log gives them.
+
+    Floating-point addition is not associative: summing a batch first and adding that to the stored sum would make
+    the result depend on where batches were cut, and a rebuild (other cuts) would then differ from the live table
+    in the last bits, which refuses its switch. The batch's keys are locked, so the stored sums stay as read.
+    """
+    ids = sorted(rewards)
+    cur = await conn.execute(
+        "SELECT rollout_id, reward_sum, reward_count FROM memory_rewards WHERE rollout_id = ANY(%b)", (ids,)
+    )
+    stored: dict[str, tuple[float, int]] = {r: (total, count) for r, total, count in await cur.fetchall()}
+    sums, counts = [], []
+    for rollout_id in ids:
+        total: float | None
+        total, count = stored.get(rollout_id, (None, 0))
+        for value in rewards[rollout_id]:
+            total = value if total is None else total + value
+            count += 1
+        sums.append(total)
+        counts.append(count)
+    await conn.execute(
+        "INSERT INTO memory_rewards SELECT * FROM unnest(%b::text[], %b::float8[], %b::int[]) "
+        "ON CONFLICT (rollout_id) DO UPDATE SET reward_sum = EXCLUDED.reward_sum, reward_count = EXCLUDED.reward_count",
+        (ids, sums, counts),
+    )
 
 
 def _str_or_none(value: Any) -> str | None:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import struct
 from collections.abc import Sequence
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
 import orjson
@@ -23,7 +23,7 @@ import orjson
 from projections.base import BACKGROUND_LINGER_MS, Envelope, Projection
 from projections.copy_binary import BINARY_HEADER, BINARY_TRAILER, binary_row, binary_text
 from projections.migrations import load_package_migrations
-from projections.safe_text import encode_headers, int4_or_none, jsonb_payload, safe_text
+from projections.safe_text import encode_headers, int4_or_none, jsonb_accepts, safe_text
 from schemas.topics import META, TOPICS
 
 if TYPE_CHECKING:
@@ -59,8 +59,8 @@ def _row(e: Envelope) -> bytes:
     version = int4_or_none(_header(headers, "event_version"))
     # The broker's recorded time, not a clock read (clamped: the archive must take the record whatever it says).
     micros = min(max(e.timestamp_ms, _MIN_MS), _MAX_MS) * 1000 - _PG_EPOCH_US
-    # jsonb_payload returns the value itself, decoded, when jsonb takes it: its bytes are the payload's text.
-    payload = None if jsonb_payload(e.value) is None else _JSONB_V1 + cast("bytes", e.value)
+    # The payload column holds the value's own bytes, as jsonb's binary input (a version byte, then the text).
+    payload = _JSONB_V1 + e.value if e.value is not None and jsonb_accepts(e.value) else None
     return binary_row(
         e.topic.encode(),
         _INT4.pack(e.partition),

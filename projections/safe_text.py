@@ -60,18 +60,16 @@ def decode_headers(encoded: Any) -> list[tuple[str, bytes]]:
     return out
 
 
-def jsonb_payload(value: bytes | None) -> str | None:
-    """``value`` as text for a jsonb column when jsonb accepts it, else ``None`` (the bytes are kept apart)."""
+def jsonb_accepts(value: bytes | None) -> bool:
+    """Whether a jsonb column takes ``value`` (JSON text, as UTF-8) as it is; if not, the bytes are kept apart."""
     if value is None:
-        return None
+        return False
     try:
         parsed = orjson.loads(value)  # strict: invalid UTF-8 and lone surrogates are refused here already
     except orjson.JSONDecodeError:
-        return None
+        return False
     # jsonb refuses the NUL character in any string; only a value that spells it can hold one.
-    if b"\\u0000" in value and _holds_nul(parsed):
-        return None
-    return value.decode()
+    return not (b"\\u0000" in value and _holds_nul(parsed))
 
 
 def _holds_nul(node: Any) -> bool:

@@ -16,6 +16,7 @@ from consumers.worker import ProjectionWorker
 from projections.base import Projection
 from projections.triplets import PROJECTION
 from schemas import Event, RewardAssigned, RolloutEnqueued, RolloutMode, SpanRecorded
+from schemas.spans import SpanKind
 from tests.consumers.helpers import publish, wait_for_total
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
@@ -31,17 +32,16 @@ def llm_call(
     parent: int | None = None, response_id: str | None = None, question: str = "2+2?", answer: str = "4",
 ) -> SpanRecorded:  # fmt: skip
     """An LLM call span as examples/math_agent.py and the proxy write it (design note conventions)."""
-    return SpanRecorded(
-        rollout_id=rollout,
-        attempt_id=attempt,
-        sequence_id=seq,
-        trace_id=TRACE,
-        span_id=span_id(sid),
-        parent_id=None if parent is None else span_id(parent),
-        name="openai.chat.completion",
+    return plain_span(
+        rollout,
+        attempt,
+        seq,
+        sid,
+        "openai.chat.completion",
+        t=t,
+        end=t + 1,
+        parent=parent,
         kind="CLIENT",
-        start_time=T0 + timedelta(seconds=t),
-        end_time=T0 + timedelta(seconds=t + 1),
         attributes={
             "gen_ai.operation.name": "chat",
             "gen_ai.system": "openai",
@@ -59,7 +59,8 @@ def llm_call(
 
 
 def plain_span(rollout: str, attempt: str, seq: int, sid: int, name: str, *, t: float, end: float,
-               parent: int | None = None, attributes: dict[str, Any] | None = None) -> SpanRecorded:  # fmt: skip
+               parent: int | None = None, attributes: dict[str, Any] | None = None,
+               kind: SpanKind = "INTERNAL") -> SpanRecorded:  # fmt: skip
     return SpanRecorded(
         rollout_id=rollout,
         attempt_id=attempt,
@@ -68,6 +69,7 @@ def plain_span(rollout: str, attempt: str, seq: int, sid: int, name: str, *, t: 
         span_id=span_id(sid),
         parent_id=None if parent is None else span_id(parent),
         name=name,
+        kind=kind,
         start_time=T0 + timedelta(seconds=t),
         end_time=T0 + timedelta(seconds=end),
         attributes=attributes or {},

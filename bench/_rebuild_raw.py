@@ -108,6 +108,11 @@ def raw_rows(events: Sequence[Event]) -> tuple[Rows, Rows]:
                 a[_A["status"]], a[_A["decision_seq"]] = e.attempt_status or a[_A["status"]], e.seq
                 a[_A["late_reports"]], a[_A["sequence_id"]] = e.late_reports, e.attempt_sequence_id
                 a[_A["worker_id"]] = e.worker_id
+                if e.attempt_started_at is not None:  # v2 decisions carry what attempt.started/finished did
+                    a[_A["start_time"]], a[_A["metadata"]] = e.attempt_started_at, "{}"
+                if e.attempt_ended_at is not None:
+                    a[_A["end_time"]] = e.attempt_ended_at
+                    a[_A["error"]] = None if e.attempt_error is None else e.attempt_error.model_dump_json()
         elif kind is AttemptStarted:
             a = attempt(e.attempt_id, e.rollout_id)
             a[_A["sequence_id"]], a[_A["worker_id"]], a[_A["start_time"]] = e.sequence_id, e.worker_id, e.occurred_at

@@ -3,8 +3,9 @@
 Workload: rollout histories decided by the real lifecycle decider (``tests/fixtures/histories.py``), so the
 statuses come from ``rollout.transitioned`` decisions as on a running stack. A tenth of the rollouts each fail
 once and are retried, time out and are retried, are cancelled while running, or fail three times: every event
-type of the projection occurs (enqueued, transitioned, requeued, cancelled, attempt started, heartbeat,
-finished), late reports included. The projection applies all of them idempotently, so the engine keeps no
+type the decider writes occurs (enqueued, transitioned with the attempts' starts and ends, requeued, cancelled,
+heartbeat), late reports included; attempt.started and attempt.finished, which only logs written before
+rollout.transitioned v2 hold, do not. The projection applies all of them idempotently, so the engine keeps no
 event-id ledger for it and none is measured.
 
 Raw limit (``raw_limit``, in ``bench/_rebuild_raw.py``): what the same rows cost with no framework, pipelined as

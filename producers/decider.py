@@ -2,12 +2,13 @@
 
 One decider per rollout: the caller holds the rollout's write-model row locked while it decides, so decisions
 of one rollout are taken one after another and numbered (``seq``). Every decision that changes anything is
-recorded as a ``rollout.transitioned`` event (plus the facts that go with it: ``attempt.started``,
-``attempt.finished``, ``rollout.requeued``, ``rollout.cancelled``), and read models apply those decisions
-instead of re-deciding. The rules (Agent Lightning's, with its known defects fixed):
+recorded as a ``rollout.transitioned`` event (which carries an attempt's start, end and error; plus
+``rollout.requeued`` and ``rollout.cancelled``), and read models apply those decisions instead of re-deciding.
+The rules (Agent Lightning's, with its known defects fixed):
 
 - Terminal states (succeeded, failed, cancelled) are final.
-- Only the newest attempt decides a non-terminal status; a claim creates the next attempt (``preparing``).
+- Only the newest attempt decides a non-terminal status; a claim creates the next attempt (``preparing``, or
+  ``running`` when the worker starts it at once).
 - A failed, timed-out or unresponsive attempt is retried when its status is in ``retry_condition`` and the
   number of attempts created so far is below ``max_attempts``; the rollout is then ``requeuing`` (claimable
   again), else ``failed``.
@@ -24,8 +25,6 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from schemas import (
     TERMINAL_STATUSES,
-    AttemptFinished,
-    AttemptStarted,
     ErrorInfo,
     Event,
     RolloutCancelled,
@@ -93,6 +92,9 @@ def _transition(
     *,
     reported_status: str | None = None,
     reason: str | None = None,
+    started_at: datetime | None = None,
+    ended_at: datetime | None = None,
+    error: ErrorInfo | None = None,
 ) -> RolloutTransitioned:
     return RolloutTransitioned(
         rollout_id=rollout.rollout_id,
@@ -108,6 +110,9 @@ def _transition(
         late_reports=attempt.late_reports if attempt else 0,
         reported_status=reported_status,
         reason=reason,
+        attempt_started_at=started_at,
+        attempt_ended_at=ended_at,
+        attempt_error=error,
         **envelope,
     )
 
@@ -121,24 +126,24 @@ def _verdict(rollout: RolloutState, attempt: AttemptState, *, late: bool = False
 
 
 def claim(
-    rollout: RolloutState, attempt_id: str, worker_id: str, *, envelope: dict[str, Any], at: datetime
+    rollout: RolloutState,
+    attempt_id: str,
+    worker_id: str,
+    *,
+    envelope: dict[str, Any],
+    at: datetime,
+    start: bool = False,
 ) -> Decision:
-    """A worker claims a claimable rollout: the next attempt is created, ``preparing``."""
+    """A worker claims a claimable rollout: the next attempt is created, ``preparing``.
+
+    With ``start`` the worker starts it at once: one decision makes the attempt (and the rollout) ``running``.
+    """
     assert rollout.status in CLAIMABLE, "claim only claimable rollouts"
     sequence_id = rollout.attempt_count + 1
-    attempt = AttemptState(attempt_id, rollout.rollout_id, sequence_id, worker_id, "preparing")
-    new = replace(
-        rollout, status="preparing", seq=rollout.seq + 1, attempt_count=sequence_id, latest_attempt_id=attempt_id
-    )
-    started = AttemptStarted(
-        rollout_id=rollout.rollout_id,
-        attempt_id=attempt_id,
-        sequence_id=sequence_id,
-        worker_id=worker_id,
-        occurred_at=at,
-        **envelope,
-    )
-    return Decision(new, attempt, [started, _transition(new, attempt, "claimed", envelope)])
+    status = "running" if start else "preparing"
+    attempt = AttemptState(attempt_id, rollout.rollout_id, sequence_id, worker_id, status)
+    new = replace(rollout, status=status, seq=rollout.seq + 1, attempt_count=sequence_id, latest_attempt_id=attempt_id)
+    return Decision(new, attempt, [_transition(new, attempt, "claimed", envelope, started_at=at)])
 
 
 def _late(
@@ -202,15 +207,7 @@ def _end(
     ended = replace(attempt, status=status)
     rollout_status, extra = _after_end(rollout, ended)
     new = replace(rollout, seq=rollout.seq + 1, status=rollout_status)
-    finished = AttemptFinished(
-        rollout_id=rollout.rollout_id,
-        attempt_id=attempt.attempt_id,
-        status=status,
-        error=error,
-        occurred_at=at,
-        **envelope,
-    )
-    events: list[Event] = [finished, _transition(new, ended, cause, envelope)]
+    events: list[Event] = [_transition(new, ended, cause, envelope, ended_at=at, error=error)]
     if extra:
         reason = (
             f"attempt {attempt.sequence_id} ended {status}; {rollout.attempt_count} of {rollout.config.max_attempts}"
@@ -271,16 +268,7 @@ def cancel(
     for attempt in active:
         new = replace(new, seq=new.seq + 1, status="cancelled")
         last = replace(attempt, status="cancelled")
-        events.append(
-            AttemptFinished(
-                rollout_id=rollout.rollout_id,
-                attempt_id=attempt.attempt_id,
-                status="cancelled",
-                occurred_at=at,
-                **envelope,
-            )
-        )
-        events.append(_transition(new, last, "cancelled", envelope, reason=reason))
+        events.append(_transition(new, last, "cancelled", envelope, reason=reason, ended_at=at))
     if last is None:
         new = replace(new, seq=new.seq + 1, status="cancelled")
         events.append(_transition(new, None, "cancelled", envelope, reason=reason))

@@ -11,7 +11,7 @@ whose transaction began before the failure it retries was once stamped before th
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -122,8 +122,8 @@ async def claim(
 ) -> tuple[list[Claim], list[int]]:
     """Claim up to ``limit`` rollouts for ``worker_id`` in one transaction; each gets its next attempt.
 
-    With ``start``, each attempt is also reported ``running`` in the same transaction (two decisions, both
-    recorded): a runner that starts work the moment it claims saves a round trip and a commit per attempt.
+    With ``start``, each attempt starts ``running`` at once (one decision): a runner that starts work the
+    moment it claims saves a round trip, a commit and a decision per attempt.
     """
     async with conn.transaction():
         cur = await conn.execute(
@@ -145,11 +145,7 @@ async def claim(
             config = config_of(raw_config)
             state = RolloutState(rollout_id, status, seq, config, count, latest)
             attempt_id = f"at-{uuid.uuid4().hex}"
-            decision = decider.claim(state, attempt_id, worker_id, envelope=envelope, at=now)
-            if start:
-                assert decision.attempt is not None
-                started = decider.running(decision.rollout, decision.attempt, envelope=envelope)
-                decision = replace(started, events=[*decision.events, *started.events])
+            decision = decider.claim(state, attempt_id, worker_id, envelope=envelope, at=now, start=start)
             events.extend(decision.events)
             new = decision.rollout
             assert decision.attempt is not None

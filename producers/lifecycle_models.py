@@ -43,7 +43,7 @@ class DequeueIn(_In):
     wait_ms: int = Field(default=0, ge=0, le=30_000, description="long-poll this long when nothing is claimable")
     start: bool = Field(
         default=False,
-        description="the claimed attempts are running at once (claim and `running` decided in one transaction)",
+        description="the claimed attempts are running at once (one decision: claimed, running)",
     )
 
 

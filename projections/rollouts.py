@@ -7,8 +7,10 @@ for each attempt, the statuses of the highest-numbered decision it has seen: no 
 rollouts and attempts topics can change the outcome, and a copy of any event changes nothing (every event type is
 applied idempotently, so the engine keeps no event-id ledger for this projection).
 
-The other events add facts, each first-wins or earliest/latest-wins so their order does not matter either: the
-enqueue's input and config, an attempt's worker and start, its error and end, heartbeat times.
+The decisions (from version 2) and the other events add facts, each first-wins or earliest/latest-wins so their
+order does not matter either: the enqueue's input and config, an attempt's worker and start, its error and end,
+heartbeat times. Logs written before version 2 carry an attempt's start and end as ``attempt.started`` and
+``attempt.finished`` events, which fold by the same rules.
 """
 
 from __future__ import annotations
@@ -140,6 +142,14 @@ def _apply_decision(state: State, row: RolloutRow, decision: RolloutTransitioned
         attempt.late_reports = decision.late_reports
     attempt.sequence_id = attempt.sequence_id or decision.attempt_sequence_id
     attempt.worker_id = attempt.worker_id or decision.worker_id
+    # The attempt facts a v2 decision carries, with the rules of the v1 events that carried them before
+    # (attempt.started: earliest start; attempt.finished: an attempt ends once).
+    if decision.attempt_started_at is not None:
+        attempt.start_time = _earliest(attempt.start_time, decision.attempt_started_at)
+        attempt.metadata = attempt.metadata or {}  # as attempt.started's: a claim records no metadata
+    if decision.attempt_ended_at is not None and attempt.end_time is None:
+        attempt.end_time = decision.attempt_ended_at
+        attempt.error = None if decision.attempt_error is None else decision.attempt_error.model_dump(mode="json")
 
 
 def _attempt(state: State, attempt_id: str, rollout_id: str) -> AttemptRow:

@@ -98,9 +98,15 @@ ROLES: dict[type[Event], tuple[str, str]] = {
         "command API `POST /v1/rollouts` (a rollout naming a `task_kind`), through the outbox",
         "router projection",
     ),
-    AttemptStarted: ("lifecycle decider (a claim), through the outbox", "rollouts projection (attempts)"),
+    AttemptStarted: (
+        "the decider's claims, until `rollout.transitioned` v2 carried the start (still read in earlier logs)",
+        "rollouts projection (attempts)",
+    ),
     AttemptHeartbeat: ("lifecycle decider (a runner's heartbeat), through the outbox", "rollouts projection"),
-    AttemptFinished: ("lifecycle decider (runner report, watchdog, cancel), through the outbox", "rollouts projection"),
+    AttemptFinished: (
+        "the decider's ends, until `rollout.transitioned` v2 carried the end (still read in earlier logs)",
+        "rollouts projection",
+    ),
     SpanRecorded: ("command API `POST /v1/spans`, SDK, runner tracer", "spans and triplet projections"),
     RewardAssigned: ("command API `POST /v1/rewards`, SDK, runner", "triplet projection, rollouts projection"),
     ResourcesPublished: ("command API `POST /v1/resources`, SDK, algorithms", "resources projection, runner"),

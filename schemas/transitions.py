@@ -9,11 +9,12 @@ clocks or from the order between topics, so a rebuild always agrees with the liv
 
 from __future__ import annotations
 
-from typing import ClassVar, Literal
+from typing import Any, ClassVar, Literal
 
-from pydantic import Field
+from pydantic import AwareDatetime, Field
 
 from schemas._base import Event
+from schemas.attempts import ErrorInfo
 
 RolloutStatus = Literal["queuing", "preparing", "running", "succeeded", "failed", "cancelled", "requeuing"]
 AttemptStatus = Literal["preparing", "running", "succeeded", "failed", "timeout", "unresponsive", "cancelled"]
@@ -25,9 +26,15 @@ TERMINAL_STATUSES: frozenset[str] = frozenset({"succeeded", "failed", "cancelled
 
 
 class RolloutTransitioned(Event):
+    """One decision. Version 2 also carries the attempt facts the decision makes (when the claim started the
+    attempt; when and with what error its end ended it), which version 1 recorded as separate ``attempt.started``
+    and ``attempt.finished`` events: two events fewer per attempt for every consumer (three with a claim that
+    starts its attempt, which is now one decision).
+    """
+
     key_field: ClassVar[str] = "rollout_id"
     type: Literal["rollout.transitioned"] = "rollout.transitioned"
-    version: Literal[1] = 1
+    version: Literal[2] = 2
     rollout_id: str = Field(min_length=1, max_length=200)
     seq: int = Field(ge=1, le=2_147_483_647, description="the decision's number within the rollout, from 1")
     cause: TransitionCause
@@ -45,3 +52,15 @@ class RolloutTransitioned(Event):
         default=None, max_length=40, description="for a late report: what the runner reported (changes nothing)"
     )
     reason: str | None = Field(default=None, max_length=2000)
+    attempt_started_at: AwareDatetime | None = Field(
+        default=None, description="on the claim that created the attempt: when it started"
+    )
+    attempt_ended_at: AwareDatetime | None = Field(
+        default=None, description="on the decision that ended the attempt: when it ended"
+    )
+    attempt_error: ErrorInfo | None = Field(default=None, description="on that decision: the attempt's error")
+
+    @staticmethod
+    def upcast_v1_v2(data: dict[str, Any]) -> dict[str, Any]:
+        # A v1 decision came with its own attempt.started / attempt.finished events: it carries none of the facts.
+        return data

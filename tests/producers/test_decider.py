@@ -99,3 +99,35 @@ def test_only_the_newest_attempt_decides():
     old = AttemptState("at-ro-1-1", "ro-1", 1, "w1", "timeout")
     late = decider.running(h.state, old, envelope={})
     assert late.rollout.status == "preparing" and late.verdict is not None and late.verdict.late
+
+
+def test_a_claim_that_starts_is_one_decision_carrying_the_attempts_start():
+    h = history("ro-1")
+    assert h.state is not None
+    decision = decider.claim(h.state, "at-1", "w1", envelope={}, at=at(5), start=True)
+    (event,) = decision.events  # no attempt.started beside it: the decision carries the start
+    assert isinstance(event, RolloutTransitioned)
+    assert (event.seq, event.cause, event.status, event.attempt_status) == (1, "claimed", "running", "running")
+    assert (event.attempt_id, event.attempt_sequence_id, event.worker_id) == ("at-1", 1, "w1")
+    assert event.attempt_started_at == at(5) and event.attempt_ended_at is None
+    preparing = decider.claim(h.state, "at-1", "w1", envelope={}, at=at(5))
+    (claimed,) = preparing.events
+    assert isinstance(claimed, RolloutTransitioned) and (claimed.status, claimed.attempt_status) == ("preparing",) * 2
+
+
+def test_the_decision_that_ends_an_attempt_carries_its_end_and_error():
+    h = history("ro-1", RETRY).claim().running()
+    assert h.state is not None and h.attempt is not None
+    expired = decider.expire(h.state, h.attempt, "timeout", envelope={}, at=at(9))
+    (ended, requeued) = expired.events
+    assert isinstance(ended, RolloutTransitioned) and requeued.type == "rollout.requeued"
+    assert (ended.attempt_status, ended.attempt_ended_at, ended.attempt_started_at) == ("timeout", at(9), None)
+    assert ended.attempt_error is not None and ended.attempt_error.type == "timeout"
+    cancelled = decider.cancel(h.state, [h.attempt], "stop", envelope={}, at=at(10))
+    (_, stopped) = cancelled.events
+    assert isinstance(stopped, RolloutTransitioned)
+    assert (stopped.attempt_status, stopped.attempt_ended_at, stopped.attempt_error) == ("cancelled", at(10), None)
+    # A late report ends nothing: it carries no end.
+    late = decider.finish(expired.rollout, expired.attempt, "succeeded", None, envelope={}, at=at(11))  # type: ignore[arg-type]
+    (event,) = late.events
+    assert isinstance(event, RolloutTransitioned) and event.cause == "late" and event.attempt_ended_at is None

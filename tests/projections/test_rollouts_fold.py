@@ -9,7 +9,16 @@ from producers import decider
 from producers.decider import AttemptState
 from projections import rollouts
 from projections.rollouts import RolloutEvent, State, fold_all
-from schemas import TOPIC_BY_EVENT, AttemptFinished, RolloutCancelled, RolloutConfig, RolloutTransitioned, TopicSpec
+from schemas import (
+    TOPIC_BY_EVENT,
+    AttemptFinished,
+    AttemptStarted,
+    RolloutCancelled,
+    RolloutConfig,
+    RolloutTransitioned,
+    TopicSpec,
+)
+from schemas.codec import decode_dict
 from schemas.topics import ATTEMPTS, ROLLOUTS
 from tests.fixtures.histories import History, at, history
 
@@ -118,3 +127,58 @@ def test_a_cancel_or_an_attempt_event_alone_never_sets_a_status():
     state = folded([early_cancel, stray_end, *h.events])  # type: ignore[list-item]
     assert state.rollouts["ro-1"].status == "succeeded"
     assert state.attempts["at-ro-1-1"].status == "succeeded"
+
+
+def _as_v1(events: list[object]) -> list[object]:
+    """The same history as version 1 recorded it: an attempt's start and end as events of their own."""
+    out: list[object] = []
+    for e in events:
+        if isinstance(e, RolloutTransitioned) and e.attempt_id is not None:
+            if e.attempt_started_at is not None:
+                out.append(
+                    AttemptStarted(
+                        rollout_id=e.rollout_id,
+                        attempt_id=e.attempt_id,
+                        sequence_id=e.attempt_sequence_id or 1,
+                        worker_id=e.worker_id,
+                        occurred_at=e.attempt_started_at,
+                    )
+                )
+            if e.attempt_ended_at is not None:
+                out.append(
+                    AttemptFinished(
+                        rollout_id=e.rollout_id,
+                        attempt_id=e.attempt_id,
+                        status=e.attempt_status,
+                        error=e.attempt_error,
+                        occurred_at=e.attempt_ended_at,
+                    )
+                )
+            v1 = e.model_dump(mode="json", exclude={"attempt_started_at", "attempt_ended_at", "attempt_error"})
+            out.append(decode_dict({**v1, "version": 1}))  # upcast as a record of a v1 log would be
+        else:
+            out.append(e)
+    return out
+
+
+def _rows(events: list[object]) -> list[object]:
+    state = folded(events)  # type: ignore[arg-type]
+    rows = [*state.rollouts.values(), *sorted(state.attempts.values(), key=lambda a: a.attempt_id)]
+    return [sorted(vars(row).items()) for row in rows]
+
+
+def test_a_log_written_before_version_2_folds_to_the_same_rows():
+    # Version 2 decisions carry the attempt's start, end and error; a log from before carries them as
+    # attempt.started / attempt.finished. A rebuild over either must give the same rollouts and attempts.
+    h = history("ro-1", RETRY).claim().running().heartbeat().finish("failed").claim().running().expire("timeout")
+    c = history("ro-2", RETRY).claim().running().cancel("stop")
+    v2: list[object] = [*h.events, *c.events]
+    v1 = _as_v1(v2)
+    assert sum(isinstance(e, (AttemptStarted, AttemptFinished)) for e in v1) == 6
+    # Compared as values: the decoded v1 decision's times carry pydantic's UTC object, equal but printed otherwise.
+    assert _rows(v1) == _rows(v2)
+    attempts = folded(v2).attempts  # type: ignore[arg-type]
+    first, second = attempts["at-ro-1-1"], attempts["at-ro-1-2"]
+    assert (first.start_time, first.end_time, first.error) == (at(1), at(4), None)
+    assert second.end_time == at(7) and second.error is not None and second.error["type"] == "timeout"
+    assert attempts["at-ro-2-1"].status == "cancelled" and attempts["at-ro-2-1"].end_time is not None

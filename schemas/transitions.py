@@ -28,8 +28,8 @@ TERMINAL_STATUSES: frozenset[str] = frozenset({"succeeded", "failed", "cancelled
 class RolloutTransitioned(Event):
     """One decision. Version 2 also carries the attempt facts the decision makes (when the claim started the
     attempt; when and with what error its end ended it), which version 1 recorded as separate ``attempt.started``
-    and ``attempt.finished`` events: two events fewer per attempt for every consumer (three with a claim that
-    starts its attempt, which is now one decision).
+    and ``attempt.finished`` events: two events fewer per attempt on the log (three with a claim that starts its
+    attempt, which is now one decision).
     """
 
     key_field: ClassVar[str] = "rollout_id"

@@ -63,6 +63,7 @@ def load_agent(spec: str) -> LitAgent[Any]:
 
 
 def run(args: argparse.Namespace) -> int:
+    from agl.commands.process_gc import prepare_to_serve
     from agl.config import Settings
     from agl.dev_loop import api_url
     from agl.runner import RunnerOptions
@@ -81,6 +82,9 @@ def run(args: argparse.Namespace) -> int:
     agent = load_agent(args.agent)
     settings = Settings()
     logging.getLogger("agl").setLevel(settings.log_level.upper())
+    import producers.client  # noqa: F401  (what _serve uses, imported before the freeze so that it is frozen too)
+
+    prepare_to_serve()
     return asyncio.run(_serve(agent, args.api or api_url(settings), options))
 
 

@@ -14,6 +14,7 @@ the latest time known in the attempt, and an end before the start is taken as th
 
 from __future__ import annotations
 
+import weakref
 from bisect import bisect_right, insort
 from collections.abc import Iterator, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
@@ -32,16 +33,24 @@ def micros(moment: datetime) -> int:
 
 
 class Node:
-    """A span (or a virtual stand-in, ``span is None``) with its children in sequence order."""
+    """A span (or a virtual stand-in, ``span is None``) with its children in sequence order.
+
+    A node holds its parent by a weak reference: a tree has no reference cycle, so reference counting frees it as
+    soon as its root is dropped. With parent links as strong references every tree was a cycle the collector had
+    to find, and the triplets projection, which pauses the collector while batches flow, kept every tree of the
+    last ten seconds alive: over 100,000 objects (nodes, spans, their ids), scanned in about 0.25 s whenever it
+    collected. Hold the root for as long as you walk the tree.
+    """
 
     __slots__ = (
+        "__weakref__",
+        "_parent",
         "attributes",
         "children",
         "end",
         "end_time",
         "id",
         "name",
-        "parent",
         "seq",
         "span",
         "start",
@@ -60,15 +69,19 @@ class Node:
         self.start = micros(start_time)
         self.end = micros(end_time)
         self.children: list[Node] = []
-        self.parent: Node | None = None
+        self._parent: weakref.ref[Node] | None = None
+
+    @property
+    def parent(self) -> Node | None:
+        return self._parent() if self._parent is not None else None
 
     def adopt(self, child: Node) -> None:
-        child.parent = self
+        child._parent = weakref.ref(self)
         self.children.append(child)
 
     def insert(self, child: Node) -> None:
         """Adopt a moved child at its place in sequence order (after equal ones)."""
-        child.parent = self
+        child._parent = weakref.ref(self)
         insort(self.children, child, key=lambda node: node.seq)
 
     def preorder(self) -> Iterator[Node]:
@@ -146,9 +159,10 @@ def _cut_cycles(nodes: dict[str, Node], roots: list[Node]) -> None:
         if id(node) in reached:
             continue
         # Unreachable from every root means a parent cycle: the first span of it in order becomes a root.
-        if node.parent is not None:
-            node.parent.children.remove(node)
-            node.parent = None
+        parent = node.parent
+        if parent is not None:
+            parent.children.remove(node)
+            node._parent = None
         roots.append(node)
         reached.update(id(member) for member in node.preorder())
 

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import gc
+import weakref
+
 import pytest
 
 from projections.triplet_adapter import AdapterConfig, to_messages, to_triplets
@@ -32,6 +35,28 @@ def test_a_single_root_is_the_tree() -> None:
     root = build_tree([span(2, "child", 1, 2, parent=1), span(1, "root", 0, 10), span(3, "child", 3, 4, parent=1)])
     assert root is not None
     assert shape(root) == ("1", [("2", []), ("3", [])])
+
+
+def test_a_tree_is_freed_by_reference_counting_once_its_root_is_dropped() -> None:
+    # The triplets projection pauses the collector while batches flow: a tree that needed it (a parent cycle)
+    # would stay in memory, and be scanned, until the next collection.
+    spans = [span(1, "root", 0, 10), span(2, "child", 1, 5, parent=1), span(3, "inner", 2, 3, parent=2)]
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        root = build_tree([*spans, span(4, "orphan", 6, 7, parent=99)])  # a virtual root and a virtual parent
+        assert root is not None
+        repair(root)
+        nodes = list(root.preorder())
+        assert len(nodes) == 6 and nodes[0].parent is None
+        assert all(any(child is node for child in node.parent.children) for node in nodes[1:] if node.parent)
+        assert all(node.parent is not None for node in nodes[1:])
+        leaf = weakref.ref(nodes[-1].span)  # a span lives as long as its node
+        del root, nodes, spans
+        assert leaf() is None
+    finally:
+        if enabled:
+            gc.enable()
 
 
 def test_several_roots_get_one_virtual_root_spanning_them() -> None:

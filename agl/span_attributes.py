@@ -19,24 +19,26 @@ AttributeValue = str | bool | int | float | list[str] | list[bool] | list[int] |
 def flatten(nested: Any, prefix: str = "", *, expand_leaf_lists: bool = False) -> dict[str, Any]:
     """Dotted keys for the leaves of nested dicts and lists (list items keyed by their index)."""
     flat: dict[str, Any] = {}
-
-    def walk(value: Any, key: str) -> None:
-        if isinstance(value, Mapping):
-            for k, v in value.items():
-                walk(v, f"{key}.{k}" if key else str(k))
-            return
-        if isinstance(value, (list, tuple)):
-            leaf = bool(value) and all(isinstance(item, (str, int, float, bool)) for item in value)
-            if leaf and key and not expand_leaf_lists and len({_primitive(item) for item in value}) == 1:
-                flat[key] = list(value)
-                return
-            for i, item in enumerate(value):
-                walk(item, f"{key}.{i}" if key else str(i))
-            return
-        flat[key] = value
-
-    walk(nested, prefix)
+    _walk(nested, prefix, flat, expand_leaf_lists)
     return flat
+
+
+def _walk(value: Any, key: str, flat: dict[str, Any], expand_leaf_lists: bool) -> None:
+    # A module function, not a closure calling itself: that closure was a reference cycle (function <-> cell) per
+    # call, garbage only the cyclic collector frees; a runner flattens several values per attempt.
+    if isinstance(value, Mapping):
+        for k, v in value.items():
+            _walk(v, f"{key}.{k}" if key else str(k), flat, expand_leaf_lists)
+        return
+    if isinstance(value, (list, tuple)):
+        leaf = bool(value) and all(isinstance(item, (str, int, float, bool)) for item in value)
+        if leaf and key and not expand_leaf_lists and len({_primitive(item) for item in value}) == 1:
+            flat[key] = list(value)
+            return
+        for i, item in enumerate(value):
+            _walk(item, f"{key}.{i}" if key else str(i), flat, expand_leaf_lists)
+        return
+    flat[key] = value
 
 
 def _primitive(value: Any) -> type:

@@ -263,15 +263,22 @@ class OutboxRelay:
             records.append((topic, None if key is None else bytes(key), bytes(value), headers))
         # Outside any transaction: the rows stay pending until the broker has them.
         positions = await self._publisher.publish_records(records)
-        await conn.execute(
-            'UPDATE outbox SET published = true, "partition" = p.part, "offset" = p.off'
-            " FROM unnest(%b::bigint[], %b::int[], %b::bigint[]) AS p(id, part, off) WHERE outbox.id = p.id",
-            ([r[0] for r in rows], [p.partition for p in positions], [p.offset for p in positions]),
-        )
         if len(self._known) > KNOWN_LIMIT:  # rows nobody here waits for (published for another process)
             self._known.clear()
         # Known here before the NOTIFY goes out: this relay's own listener hears it too, and a local waiter it wakes
         # then finds its positions in memory instead of reading them back.
         self._known.update(zip((r[0] for r in rows), positions, strict=True))
-        await conn.execute("SELECT pg_notify(%s, %s)", (PUBLISHED_CHANNEL, str(rows[-1][0])))
+        # One statement, one round trip: the NOTIFY goes out when the rows, marked, are committed.
+        await conn.execute(
+            'WITH marked AS (UPDATE outbox SET published = true, "partition" = p.part, "offset" = p.off'
+            " FROM unnest(%b::bigint[], %b::int[], %b::bigint[]) AS p(id, part, off) WHERE outbox.id = p.id)"
+            " SELECT pg_notify(%s, %s)",
+            (
+                [r[0] for r in rows],
+                [p.partition for p in positions],
+                [p.offset for p in positions],
+                PUBLISHED_CHANNEL,
+                str(rows[-1][0]),
+            ),
+        )
         return len(rows)

@@ -20,6 +20,7 @@ import orjson
 from producers import outbox
 from producers.errors import IdempotencyConflict
 from producers.lifecycle import insert_rollouts
+from producers.pipelined import pipelined_transaction
 from projections.migrations import load_package_migrations, migrate
 from schemas import Event, Position, RolloutEnqueued, decode, encode
 
@@ -96,7 +97,7 @@ async def reserve_rollouts(
     """
     rows = [(e.rollout_id, digest, encode(e)[0].decode()) for e, digest in planned]
     wanted = {rollout_id: digest for rollout_id, digest, _ in rows}
-    async with conn.transaction():
+    async with pipelined_transaction(conn):
         cur = await conn.execute(
             "INSERT INTO command_rollouts (rollout_id, request_hash, event)"
             " SELECT * FROM unnest(%b::text[], %b::text[], %b::text[]) ON CONFLICT (rollout_id) DO NOTHING"

@@ -21,6 +21,7 @@ from psycopg.types.json import Jsonb
 from producers import decider, outbox
 from producers.decider import AttemptState, RolloutState, Verdict
 from producers.errors import NotYourAttempt, UnknownEntity
+from producers.pipelined import pipelined_transaction
 from schemas import TERMINAL_STATUSES, AttemptHeartbeat, ErrorInfo, RolloutConfig, RolloutEnqueued
 
 if TYPE_CHECKING:
@@ -125,7 +126,7 @@ async def claim(
     With ``start``, each attempt starts ``running`` at once (one decision): a runner that starts work the
     moment it claims saves a round trip, a commit and a decision per attempt.
     """
-    async with conn.transaction():
+    async with pipelined_transaction(conn):
         cur = await conn.execute(
             "SELECT rollout_id, status, seq, config, attempt_count, latest_attempt_id, input, mode, resources_id,"
             " metadata FROM lifecycle_rollouts"
@@ -133,10 +134,14 @@ async def claim(
             " ORDER BY priority DESC, queue_order LIMIT %s FOR UPDATE SKIP LOCKED",
             (sorted(set(capabilities)), limit),
         )
+        # Sent with the claim's select (one round trip), and run after it: the time is read once the locks are held.
+        clock = await conn.execute("SELECT clock_timestamp()")
         rows = await cur.fetchall()
         if not rows:
             return [], []
-        now = await clock_now(conn)
+        row = await clock.fetchone()
+        assert row is not None
+        now: datetime = row[0]
         claims: list[Claim] = []
         saved: list[RolloutState] = []
         events = []

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 from producers import decider, outbox
 from producers.decider import AttemptState, RolloutState, Verdict
 from producers.lifecycle import config_of, heartbeat_event, save_rollouts
+from producers.pipelined import pipelined_transaction
 from producers.span_numbers import span_sequence_ids
 from schemas import ErrorInfo, Event, RewardAssigned, SpanRecorded
 
@@ -60,9 +61,10 @@ async def report_many(
 ) -> tuple[list[Verdict | Refused], list[int]]:
     """Decide ``reports`` (all of ``worker_id``) in one transaction; a verdict or a refusal per report, in order,
     and the outbox rows of their events."""
-    async with conn.transaction():
-        rollouts, now = await _lock_rollouts(conn, sorted({r.rollout_id for r in reports}))
-        attempts = await _attempts(conn, sorted({r.attempt_id for r in reports}))
+    async with pipelined_transaction(conn):
+        rollouts, attempts, now = await _lock_and_read(
+            conn, sorted({r.rollout_id for r in reports}), sorted({r.attempt_id for r in reports})
+        )
         answers: list[Verdict | Refused] = []
         events: list[Event] = []
         touched: set[str] = set()
@@ -113,35 +115,36 @@ def _decide(
     return decider.finish(rollout, attempt, report.status, error, envelope=envelope, at=now)
 
 
-async def _lock_rollouts(
-    conn: AsyncConnection[Any], rollout_ids: list[str]
-) -> tuple[dict[str, RolloutState], datetime]:
-    """The rollouts' write-model states, their rows locked in id order, and the decisions' time (read after)."""
-    cur = await conn.execute(
+async def _lock_and_read(
+    conn: AsyncConnection[Any], rollout_ids: list[str], attempt_ids: list[str]
+) -> tuple[dict[str, RolloutState], dict[str, _Attempt], datetime]:
+    """The rollouts' write-model states, their rows locked in id order; then the decisions' time and the attempts.
+
+    The three statements go out together (one round trip in pipeline mode). PostgreSQL runs them in order, so the
+    clock and the attempts are read once the locks are held (see producers.lifecycle).
+    """
+    locked = await conn.execute(
         "SELECT rollout_id, status, seq, config, attempt_count, latest_attempt_id FROM lifecycle_rollouts"
         " WHERE rollout_id = ANY(%b) ORDER BY rollout_id FOR UPDATE",
         (rollout_ids,),
     )
-    states = {
-        rid: RolloutState(rid, status, seq, config_of(raw), count, latest)
-        for rid, status, seq, raw, count, latest in await cur.fetchall()
-    }
-    cur = await conn.execute("SELECT clock_timestamp()")  # once the locks are held (see producers.lifecycle)
-    row = await cur.fetchone()
-    assert row is not None
-    return states, row[0]
-
-
-async def _attempts(conn: AsyncConnection[Any], attempt_ids: list[str]) -> dict[str, _Attempt]:
-    cur = await conn.execute(
+    clock = await conn.execute("SELECT clock_timestamp()")
+    read = await conn.execute(
         "SELECT attempt_id, rollout_id, sequence_id, worker_id, status, late_reports, results_recorded"
         " FROM lifecycle_attempts WHERE attempt_id = ANY(%b)",
         (attempt_ids,),
     )
-    return {
-        aid: _Attempt(AttemptState(aid, rid, seq, worker, status, late), recorded)
-        for aid, rid, seq, worker, status, late, recorded in await cur.fetchall()
+    states = {
+        rid: RolloutState(rid, status, seq, config_of(raw), count, latest)
+        for rid, status, seq, raw, count, latest in await locked.fetchall()
     }
+    row = await clock.fetchone()
+    assert row is not None
+    attempts = {
+        aid: _Attempt(AttemptState(aid, rid, seq, worker, status, late), recorded)
+        for aid, rid, seq, worker, status, late, recorded in await read.fetchall()
+    }
+    return states, attempts, row[0]
 
 
 async def _results(conn: AsyncConnection[Any], finishes: list[ReportItemIn], envelope: dict[str, Any]) -> list[Event]:

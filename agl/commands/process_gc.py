@@ -4,8 +4,8 @@ Both allocate many short-lived containers per request or attempt (models, dicts,
 reference counting. With CPython's default young threshold (a collection every 700 net allocations) they collected
 about a hundred times a second, each time scanning every container still in flight, and the full collections
 those triggered scanned the whole heap, modules included. Measured with a GC callback over the lifecycle
-benchmark's round of 4,000 rollouts: about 750 ms of the API's CPU and 400-500 ms of each runner's (a third of the
-runner's) went to collections; with the settings below, about 80 ms and 45-100 ms.
+benchmark's round of 4,000 rollouts: 742-932 ms of the API's CPU and 400-712 ms of each runner's (a third to a half
+of the runner's) went to collections; with the settings below, 75-122 ms and 40-135 ms.
 """
 
 from __future__ import annotations

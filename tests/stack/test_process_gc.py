@@ -17,17 +17,15 @@ from agl.commands.process_gc import YOUNG_COLLECTION_EVERY
 
 
 @pytest.fixture
-def collector() -> Iterator[None]:
+def collector(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     """The test process's collector as it was, afterwards: nothing frozen, the default thresholds."""
     thresholds = gc.get_threshold()
     gc.unfreeze()
-    monkeypatch = pytest.MonkeyPatch()
     monkeypatch.setenv("AGL_DATABASE_URL", "postgresql://nowhere/agl")
     monkeypatch.setenv("AGL_KAFKA_BOOTSTRAP", "127.0.0.1:9")
     try:
         yield
     finally:
-        monkeypatch.undo()
         gc.unfreeze()
         gc.set_threshold(*thresholds)
 

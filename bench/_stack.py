@@ -70,7 +70,7 @@ async def services(choice: str, workdir: Path) -> AsyncIterator[tuple[str, str, 
             postgres = EmbeddedPostgres(data_dir=workdir / "postgres", port=free_port(), durable=False)
             await postgres.start(60)
             stack.push_async_callback(postgres.stop)
-            database_url = postgres.url()
+            database_url = postgres.local_url()
         yield bootstrap, database_url, kind
 
 

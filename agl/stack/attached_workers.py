@@ -54,10 +54,10 @@ class AttachedWorkers:
         if not force and time.monotonic() < self._next_poll:
             return
         self._next_poll = time.monotonic() + self.poll_s
-        assert self.stack.database_url is not None
+        assert self.stack.local_database_url is not None
         try:
             async with await psycopg.AsyncConnection.connect(
-                self.stack.database_url, autocommit=True, connect_timeout=5
+                self.stack.local_database_url, autocommit=True, connect_timeout=5
             ) as conn:
                 entries = await list_attached(conn, include_detached=True)
                 await self._apply(conn, entries)

@@ -113,7 +113,10 @@ class Stack:
         self.log_epoch: str | None = None
         self._services: dict[str, tuple[ServiceSpec, ManagedProcess]] = {}
         self.broker_info: BrokerInfo | None = None
+        #: The database's address for other machines and the state file (TCP for the embedded server).
         self.database_url: str | None = None
+        #: The address this stack and its services use: the embedded server's Unix-domain socket when it has one.
+        self.local_database_url: str | None = None
         self.api_url: str | None = None
         self.epoch_outcome: EpochOutcome | None = None
         self.restored: RestoreReport | None = None
@@ -180,8 +183,9 @@ class Stack:
             else BrokerInfo("external", s.kafka_bootstrap or "", durable=True, supports_idempotence=True)
         )
         self.database_url = s.database_url or (self._postgres.url() if self._postgres else None)
-        assert self.database_url is not None
-        await self._prepare_data(self.broker_info.bootstrap, self.database_url)
+        self.local_database_url = s.database_url or (self._postgres.local_url() if self._postgres else None)
+        assert self.database_url is not None and self.local_database_url is not None
+        await self._prepare_data(self.broker_info.bootstrap, self.local_database_url)
         self.api_url = f"http://{s.api_host}:{s.api_port}"
         await self.start_service(
             ServiceSpec("api", [sys.executable, "-m", "agl", "api"], ready_url=f"{self.api_url}/healthz")
@@ -212,9 +216,9 @@ class Stack:
 
     async def _publish_default_llm(self) -> None:
         """Make the LLM the ``default`` resources, unless that is already the latest version (see llm.py)."""
-        assert self.api_url is not None and self.database_url is not None and self.llm_endpoint is not None
+        assert self.api_url is not None and self.local_database_url is not None and self.llm_endpoint is not None
         version = await publish_default_resources(
-            api_url=self.api_url, database_url=self.database_url, data_dir=self.data_dir,
+            api_url=self.api_url, database_url=self.local_database_url, data_dir=self.data_dir,
             endpoint=self.llm_endpoint, model=self.llm_model, api_key_ref=self.settings.llm_api_key_ref,
             log_epoch=self.log_epoch,
         )  # fmt: skip
@@ -244,11 +248,11 @@ class Stack:
 
     def child_env(self) -> dict[str, str]:
         """The environment of every service: the addresses of this stack's broker and database."""
-        assert self.broker_info is not None and self.database_url is not None
+        assert self.broker_info is not None and self.local_database_url is not None
         env = dict(os.environ)
         env.update(
             AGL_KAFKA_BOOTSTRAP=self.broker_info.bootstrap,
-            AGL_DATABASE_URL=self.database_url,
+            AGL_DATABASE_URL=self.local_database_url,
             AGL_DATA_DIR=str(self.data_dir),
             AGL_API_HOST=self.settings.api_host,
             AGL_API_PORT=str(self.settings.api_port),
@@ -340,11 +344,16 @@ class Stack:
         services = list(self._services.values())
         self._services.clear()
         archive = next((proc for spec, proc in services if spec.name == "projection-archive"), None)
-        if archive is not None and self.broker_info is not None and not self.broker_info.durable and self.database_url:
+        if (
+            archive is not None
+            and self.broker_info is not None
+            and not self.broker_info.durable
+            and self.local_database_url
+        ):
             # This broker forgets its log: stop the writers, then let the archive store every record first.
             await asyncio.gather(*(proc.stop_async() for _, proc in services if proc is not archive))
             warning = await settle_archive_at_stop(
-                self.database_url, self.broker_info.bootstrap,
+                self.local_database_url, self.broker_info.bootstrap,
                 [t.full_name(self.settings.topic_prefix) for t in TOPICS if t is not META],
                 archive_running=archive.running,
             )  # fmt: skip

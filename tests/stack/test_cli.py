@@ -99,6 +99,19 @@ def child_pids(data_dir: Path) -> list[int]:
     return list(state.components.values())
 
 
+def assert_services_use_the_socket(data_dir: Path) -> None:
+    """The stack's services reach its PostgreSQL over the Unix-domain socket; the address it shows stays TCP."""
+    state = read_state(data_dir)
+    assert state is not None and "@127.0.0.1:" in state.database_url
+    with psycopg.connect(state.database_url, autocommit=True) as conn:
+        rows = conn.execute(
+            "SELECT application_name, client_addr FROM pg_stat_activity"
+            " WHERE backend_type = 'client backend' AND datname = 'agl' AND pid <> pg_backend_pid()"
+        ).fetchall()
+    assert len(rows) >= len(PROJECTION_WORKERS), rows
+    assert all(client_addr is None for _, client_addr in rows), f"connected over TCP: {rows}"
+
+
 def assert_all_gone(pids: list[int], timeout: float = 20) -> None:
     deadline = time.monotonic() + timeout
     alive = pids
@@ -120,6 +133,7 @@ def test_up_status_twin_and_sigint_leave_nothing_behind(tmp_path):
     for component in ("broker", "postgres", "api", "llm", "projection"):
         assert any(line.startswith(component) and " up " in line for line in status.stdout.splitlines()), status.stdout
     assert "rollouts g1 (active): lag 0 events" in status.stdout, status.stdout
+    assert_services_use_the_socket(tmp_path / "d")
     # A second terminal needs no settings: the CLI finds the running stack on the data directory.
     projections = agl(env, "projections", "status")
     assert projections.returncode == 0 and "rollouts v2 g1 (active)" in projections.stdout, projections.stderr

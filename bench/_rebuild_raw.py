@@ -28,7 +28,7 @@ from psycopg import sql
 from consumers._gc import Collections, gc_paused
 from consumers.alignment import TimeAligned
 from consumers.prefetch import release
-from consumers.worker import FETCH_SETTINGS
+from consumers.projection_consumer import FETCH_SETTINGS
 from projections.base import Projection
 from projections.rollouts import _ATTEMPT_COLS, _ROLLOUT_COLS, PROJECTION, AttemptRow, RolloutRow
 from schemas import (

@@ -37,10 +37,10 @@ import psycopg
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 
 from consumers.batch import BatchOutcome, BatchProcessor, Decoded, Record
-from consumers.copartition import CoPartitionedAssignor, require_copartitioned
-from consumers.errors import ConsumerError, GenerationChanged, ProjectionVersionMismatch, is_retriable
+from consumers.errors import GenerationChanged, ProjectionVersionMismatch, is_retriable
 from consumers.pipelined_pump import PipelinedPump
 from consumers.prefetch import consumed_positions
+from consumers.projection_consumer import new_consumer, take_partitions
 from projections.tracking import (
     Generation,
     active_generation,
@@ -57,31 +57,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-#: Fetch sizes: large enough that the background fetcher keeps a few batches buffered while the loop is busy
-#: in PostgreSQL (aiokafka fetches a partition again once its buffered records are handed out).
-FETCH_SETTINGS: dict[str, Any] = {
-    "fetch_max_bytes": 64 * 1024 * 1024,
-    "max_partition_fetch_bytes": 4 * 1024 * 1024,
-}
-#: What a lingering projection's fetch waits for (or its ``linger_ms``): 1 MiB, a large batch of our events.
-LINGER_MIN_BYTES = 1 << 20
-
-
-def fetch_settings(projection: Projection) -> dict[str, Any]:
-    """The consumer's fetch sizes, and for a projection that lingers, how long the broker may hold a fetch."""
-    if projection.linger_ms <= 0:
-        return FETCH_SETTINGS
-    return {**FETCH_SETTINGS, "fetch_min_bytes": LINGER_MIN_BYTES, "fetch_max_wait_ms": projection.linger_ms}
-
-
 #: How often a worker waiting for a generation of its version looks again, and how often it says so in the log.
 VERSION_POLL_S = 1.0
 VERSION_LOG_EVERY_S = 60.0
-
-
-def group_id(projection: str, prefix: str) -> str:
-    """Consumer group of a projection: its name, under the deployment's topic prefix."""
-    return f"{prefix}agl.projection.{projection}"
 
 
 class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
@@ -181,42 +159,25 @@ class ProjectionWorker:
             )  # fmt: skip
 
     async def _open_consumer(self) -> None:
-        self.consumer = AIOKafkaConsumer(
-            bootstrap_servers=self.bootstrap,
-            group_id=group_id(self.projection.name, self.topic_prefix) if self.use_group else None,
-            enable_auto_commit=False,
-            # Never "latest": Tansu's end offsets are wrong, and a reset racing our seek must land low, not high.
-            auto_offset_reset="earliest",
-            # Records of aborted transactions never reach apply, and open ones hold the partition at the LSO.
-            isolation_level="read_committed",
-            partition_assignment_strategy=(CoPartitionedAssignor,),
-            max_poll_records=self.batch_size,
-            **fetch_settings(self.projection),
+        self.consumer = new_consumer(
+            self.projection,
+            bootstrap=self.bootstrap,
+            topic_prefix=self.topic_prefix,
+            use_group=self.use_group,
+            batch_size=self.batch_size,
             session_timeout_ms=self.session_timeout_ms,
             heartbeat_interval_ms=self.heartbeat_interval_ms,
         )
         await self.consumer.start()
         try:
-            await self._take_partitions(self.consumer)
+            listener = _Rebalance(self) if self.use_group else None
+            assigned = await take_partitions(self.consumer, self.projection, self.topic_prefix, listener)
+            if assigned:  # without a group; in one, the listener seeks what the group assigns
+                await self.seek_to_stored(assigned)
         except BaseException:
             await self.consumer.stop()
             self.consumer = None
             raise
-
-    async def _take_partitions(self, consumer: AIOKafkaConsumer) -> None:
-        topics = self.projection.topic_names(self.topic_prefix)
-        # The consumer's own metadata holds only subscribed topics; ask the cluster for these.
-        cluster = await consumer._client.fetch_all_metadata()
-        if self.use_group:
-            if self.projection.lock_keys and len(topics) > 1:
-                require_copartitioned({t: len(cluster.partitions_for_topic(t) or ()) for t in topics})
-            consumer.subscribe(topics, listener=_Rebalance(self))
-        else:
-            tps = [TopicPartition(t, p) for t in topics for p in sorted(cluster.partitions_for_topic(t) or ())]
-            if not tps:
-                raise ConsumerError(f"none of {', '.join(topics)} exists; create the topics first (`agl up` does)")
-            consumer.assign(tps)
-            await self.seek_to_stored(tps)
 
     async def stop(self) -> None:
         if self._closed:

@@ -72,6 +72,11 @@ class Settings(BaseSettings):
     api_publish_wait_s: float = Field(
         default=10.0, gt=0, description="a command whose events are not on the log by then is answered 503 (kept)"
     )
+    outbox_retention_s: float = Field(
+        default=7 * 24 * 3600.0,
+        ge=60,
+        description="published outbox rows, and the Idempotency-Keys recorded with them, are deleted after this",
+    )
     topic_prefix: str = Field(default="", description="prefix of every topic name, to share one cluster")
     startup_timeout_s: float = Field(default=60.0, gt=0)
     llm_endpoint: str | None = Field(

@@ -75,7 +75,12 @@ async def running_commands(app: FastAPI, settings: Settings, pool: AsyncConnecti
         await migrate_commands(conn)
     async with (
         EventPublisher(settings.kafka_bootstrap, topic_prefix=settings.topic_prefix) as publisher,
-        OutboxRelay(settings.database_url, publisher, publish_wait_s=settings.api_publish_wait_s) as relay,
+        OutboxRelay(
+            settings.database_url,
+            publisher,
+            publish_wait_s=settings.api_publish_wait_s,
+            retention_s=settings.outbox_retention_s,
+        ) as relay,
     ):
         app.state.publisher = publisher
         app.state.relay = relay

@@ -8,7 +8,8 @@ NOTIFY and read their rows' positions.
 Several relays may run (every API process and the watchdog start one): a session advisory lock elects one
 publisher, so records of one key are never published by two relays at once and stay in decision order. A relay
 killed between publishing and marking republishes the same records (same event ids) on the next start;
-consumers deduplicate by event id, so that is harmless.
+consumers deduplicate by event id, so that is harmless. The leading relay of a process that sets a retention
+also deletes old published rows (``producers.outbox_retention``).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 import psycopg
 
+from producers.outbox_retention import PRUNE_EVERY_S, prune_outbox
 from schemas import Position
 
 if TYPE_CHECKING:
@@ -85,9 +87,21 @@ class OutboxRelay:
     """
 
     def __init__(
-        self, database_url: str, publisher: EventPublisher, *, poll_s: float = 1.0, publish_wait_s: float = 10.0
+        self,
+        database_url: str,
+        publisher: EventPublisher,
+        *,
+        poll_s: float = 1.0,
+        publish_wait_s: float = 10.0,
+        retention_s: float | None = None,
+        prune_every_s: float = PRUNE_EVERY_S,
     ) -> None:
         self._url = database_url
+        #: while this relay leads, published rows older than this are pruned (``producers.outbox_retention``);
+        #: None: this relay never prunes (a short-lived command's)
+        self.retention_s = retention_s
+        self._prune_every_s = prune_every_s
+        self._pruning: asyncio.Task[None] | None = None
         #: how long a command waits for its records to be published before answering 503 (they stay committed)
         self.publish_wait_s = publish_wait_s
         self._publisher = publisher
@@ -105,15 +119,18 @@ class OutboxRelay:
     async def start(self) -> None:
         assert self._task is None, "Did you call start twice?"
         self._task = asyncio.create_task(self._run(), name="outbox-relay")
+        if self.retention_s is not None:
+            self._pruning = asyncio.create_task(self._prune_while_leading(self.retention_s), name="outbox-prune")
 
     async def stop(self) -> None:
         if self._closed:
             return
         self._closed = True
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        for task in (self._task, self._pruning):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
 
     async def __aenter__(self) -> OutboxRelay:
         await self.start()
@@ -179,6 +196,18 @@ class OutboxRelay:
     async def _notify_waiters(self) -> None:
         async with self._published:
             self._published.notify_all()
+
+    async def _prune_while_leading(self, retention_s: float) -> None:
+        """Prune the outbox every ``prune_every_s`` while this relay leads, on a connection of its own."""
+        while not self._closed:
+            await asyncio.sleep(self._prune_every_s)
+            if not self.is_leader:
+                continue
+            try:
+                async with await psycopg.AsyncConnection.connect(self._url, autocommit=True) as conn:
+                    await prune_outbox(conn, retention_s)
+            except (psycopg.Error, OSError) as e:  # tried again at the next turn
+                log.warning("outbox prune failed (%s); trying again in %.0f s", e, self._prune_every_s)
 
     # -- the loop ---------------------------------------------------------------------------------------------
     async def _run(self) -> None:

@@ -35,7 +35,7 @@ async def run_watchdog(settings: Settings, stop: asyncio.Event, *, interval_s: f
         await migrate_commands(conn)  # the watchdog may start before the API has created the tables
     async with (
         EventPublisher(settings.kafka_bootstrap, topic_prefix=settings.topic_prefix) as publisher,
-        OutboxRelay(url, publisher) as relay,
+        OutboxRelay(url, publisher, retention_s=settings.outbox_retention_s) as relay,
     ):
         while not stop.is_set():
             try:

@@ -40,7 +40,7 @@ WITH oldest AS (SELECT min(id) AS id FROM outbox WHERE published),
 doomed AS (
     SELECT o.id, o.key, o.topic, o."partition", o."offset" FROM outbox o, oldest
     WHERE o.id >= oldest.id AND o.id < oldest.id + %(batch)s AND o.published
-      AND o.created_at < now() - make_interval(secs => %(retention_s)s)
+      AND o.created_at < %(cutoff)s
 ),
 kept AS (
     UPDATE command_rollouts c SET topic = d.topic, "partition" = d."partition", "offset" = d."offset"
@@ -57,18 +57,24 @@ async def prune_outbox(conn: AsyncConnection[Any], retention_s: float, *, batch:
 
     ``conn`` is in autocommit mode: each statement is a transaction of its own.
     """
+    cur = await conn.execute("SELECT now() - make_interval(secs => %s)", (retention_s,))
+    row = await cur.fetchone()
+    assert row is not None
+    cutoff = row[0]
+    # The keys first, all statements with one cutoff: a key found by a retry (which holds it FOR SHARE while it
+    # reads its rows) outlives the rows it answers with.
+    for table in ("command_requests", "command_idempotency_keys"):
+        query = sql.SQL("DELETE FROM {} WHERE created_at < %s")
+        await conn.execute(query.format(sql.Identifier(table)), (cutoff,))
     deleted = 0
     while True:
-        cur = await conn.execute(_PRUNE_ROWS, {"batch": batch, "retention_s": retention_s})
+        cur = await conn.execute(_PRUNE_ROWS, {"batch": batch, "cutoff": cutoff})
         row = await cur.fetchone()
         count = int(row[0]) if row else 0
         deleted += count
         # None: the oldest published rows are young (or there are none). Each round deletes a row or ends the loop.
         if count == 0:
             break
-    for table in ("command_requests", "command_idempotency_keys"):
-        query = sql.SQL("DELETE FROM {} WHERE created_at < now() - make_interval(secs => %s)")
-        await conn.execute(query.format(sql.Identifier(table)), (retention_s,))
     if deleted:
         log.info("outbox: pruned %d published rows older than %.0f s", deleted, retention_s)
     return deleted

@@ -86,8 +86,10 @@ async def _commit(
     async with conn.transaction():
         if key is not None:
             cur = await conn.execute(
+                # FOR SHARE: the outbox rows it names are read below; retention deletes the key before them
+                # (producers.outbox_retention), and waits for this lock to do so.
                 "SELECT request_hash, outbox_ids, answer FROM command_requests"
-                " WHERE route = %s AND idempotency_key = %s",
+                " WHERE route = %s AND idempotency_key = %s FOR SHARE",
                 (route, key),
             )
             row = await cur.fetchone()

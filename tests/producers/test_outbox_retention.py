@@ -153,3 +153,27 @@ async def test_a_relay_without_a_retention_prunes_nothing(kafka_bootstrap: str, 
         assert relay.is_leader
         await asyncio.sleep(0.5)
         assert await _left(conn) == ids
+
+
+async def test_a_retry_reading_its_key_keeps_the_rows_it_answers_with(pg_url: str) -> None:
+    publisher = EventPublisher("unused:9092")
+    async with await _migrated(pg_url) as conn, await psycopg.AsyncConnection.connect(pg_url) as retry:
+        ids = await _append(conn, publisher, 2)
+        await _publish(conn, ids)
+        await conn.execute(
+            "INSERT INTO command_requests (route, idempotency_key, request_hash, outbox_ids)"
+            " VALUES ('r', 'k', 'h', %s)",
+            (ids,),
+        )
+        await _age(conn, "outbox", "id", ids, days=2)
+        await _age(conn, "command_requests", "idempotency_key", ["k"], days=2)
+        # The retry's transaction (producers.requests): the key, held FOR SHARE, then its rows.
+        await retry.execute("SELECT outbox_ids FROM command_requests WHERE idempotency_key = 'k' FOR SHARE")
+        pruning = asyncio.create_task(prune_outbox(conn, DAY_S))
+        await asyncio.sleep(0.5)
+        assert not pruning.done(), "the prune waits for the retry's key"
+        cur = await retry.execute("SELECT id FROM outbox WHERE id = ANY(%s) ORDER BY id", (ids,))
+        assert [row[0] for row in await cur.fetchall()] == ids
+        await retry.commit()
+        assert await asyncio.wait_for(pruning, 10) == 2
+        assert await _left(conn) == []

@@ -43,6 +43,17 @@ async def _age(conn: psycopg.AsyncConnection[Any], table: str, where: str, ids: 
     await conn.execute(query.format(sql.Identifier(table), sql.Identifier(where)), (days, ids))
 
 
+async def _relayed(conn: psycopg.AsyncConnection[Any], relay: OutboxRelay, count: int) -> None:
+    """Wake the relay and wait until ``count`` rows are published."""
+    relay.kick()
+    for _ in range(300):
+        cur = await conn.execute("SELECT count(*) FROM outbox WHERE published")
+        if (row := await cur.fetchone()) and row[0] == count:
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError("the relay did not publish")
+
+
 async def _left(conn: psycopg.AsyncConnection[Any]) -> list[int]:
     cur = await conn.execute("SELECT id FROM outbox ORDER BY id")
     return [row[0] for row in await cur.fetchall()]
@@ -115,14 +126,7 @@ async def test_the_leading_relay_prunes_what_it_published_once_it_is_old(
         OutboxRelay(pg_url, publisher, retention_s=DAY_S, prune_every_s=0.1) as relay,
     ):
         ids = await _append(conn, publisher, 3)
-        relay.kick()
-        for _ in range(300):
-            cur = await conn.execute("SELECT count(*) FROM outbox WHERE published")
-            if (row := await cur.fetchone()) and row[0] == 3:
-                break
-            await asyncio.sleep(0.05)
-        else:
-            raise AssertionError("the relay did not publish")
+        await _relayed(conn, relay, 3)
         await asyncio.sleep(0.5)
         assert await _left(conn) == ids, "young rows stay"
         await _age(conn, "outbox", "id", ids[:2], days=2)
@@ -142,14 +146,7 @@ async def test_a_relay_without_a_retention_prunes_nothing(kafka_bootstrap: str, 
     ):
         ids = await _append(conn, publisher, 2)
         await _age(conn, "outbox", "id", ids, days=30)
-        relay.kick()
-        for _ in range(300):
-            cur = await conn.execute("SELECT count(*) FROM outbox WHERE published")
-            if (row := await cur.fetchone()) and row[0] == 2:
-                break
-            await asyncio.sleep(0.05)
-        else:
-            raise AssertionError("the relay did not publish")
+        await _relayed(conn, relay, 2)
         assert relay.is_leader
         await asyncio.sleep(0.5)
         assert await _left(conn) == ids

@@ -36,6 +36,7 @@ class EpisodeWorker:
         topic_prefix: str = "",
         use_group: bool = True,
         relay_poll_s: float = 1.0,
+        outbox_retention_s: float | None = None,
     ) -> None:
         self.policy = policy
         self.bootstrap = bootstrap
@@ -43,6 +44,8 @@ class EpisodeWorker:
         self.topic_prefix = topic_prefix
         self.use_group = use_group
         self.relay_poll_s = relay_poll_s
+        #: its relay may be the one that leads: then it prunes the outbox (``producers.outbox_retention``)
+        self.outbox_retention_s = outbox_retention_s
         #: Set once the fold's consumer has joined and the relay runs.
         self.ready = asyncio.Event()
         self.worker: ProjectionWorker | None = None
@@ -55,6 +58,9 @@ class EpisodeWorker:
                 topic_prefix=self.topic_prefix, use_group=self.use_group,
             )  # fmt: skip
             self.worker = worker
-            async with OutboxRelay(self.database_url, publisher, poll_s=self.relay_poll_s), worker:
+            relay = OutboxRelay(
+                self.database_url, publisher, poll_s=self.relay_poll_s, retention_s=self.outbox_retention_s
+            )
+            async with relay, worker:
                 self.ready.set()
                 await worker.run(stop)

@@ -73,7 +73,7 @@ def run_episodes(_: argparse.Namespace) -> int:
         install_stop_handlers(stop)
         worker = EpisodeWorker(
             policy, bootstrap=settings.kafka_bootstrap or "", database_url=settings.database_url or "",
-            topic_prefix=settings.topic_prefix,
+            topic_prefix=settings.topic_prefix, outbox_retention_s=settings.outbox_retention_s,
         )  # fmt: skip
         sys.stderr.write(f"episode worker running ({policy.describe()})\n")
         sys.stderr.flush()

@@ -18,11 +18,9 @@ import argparse
 import asyncio
 import contextlib
 import os
-import resource
 import statistics
 import sys
 import tempfile
-import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -32,8 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from agl.stack._process import free_port
 from agl.stack.postgres import EmbeddedPostgres
-
-HZ = os.sysconf("SC_CLK_TCK")
+from bench._cpu import cost_per_call_us
 
 
 @contextlib.asynccontextmanager
@@ -54,33 +51,17 @@ async def database() -> AsyncIterator[tuple[str, str]]:
             await postgres.stop()
 
 
-def server_cpu(pid: int) -> float:
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:  # a server on another machine
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / HZ
-
-
-def client_cpu() -> float:
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
-
-
 async def measure(url: str, n: int) -> tuple[float, float, float]:
     """Microseconds per statement: wall, client CPU, server CPU."""
     async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
         row = await (await conn.execute("SELECT pg_backend_pid()")).fetchone()
         assert row is not None
         backend = row[0]
-        for _ in range(500):  # warm: the statement prepared, caches filled
-            await (await conn.execute("SELECT %s::int", (1,))).fetchone()
-        server0, client0, t0 = server_cpu(backend), client_cpu(), time.perf_counter()
-        for i in range(n):
+
+        async def select(i: int) -> None:
             await (await conn.execute("SELECT %s::int", (i,))).fetchone()
-        wall = time.perf_counter() - t0
-        client, server = client_cpu() - client0, server_cpu(backend) - server0
-    return wall / n * 1e6, client / n * 1e6, server / n * 1e6
+
+        return await cost_per_call_us(select, n=n, warm=500, pid=backend)
 
 
 async def main() -> None:

@@ -4,7 +4,8 @@ The transaction has a claim's shape: ``BEGIN``, a ``SELECT ... FOR UPDATE`` and 
 read), two ``UPDATE``/``INSERT`` statements nobody reads, an ``INSERT ... RETURNING`` (read), ``COMMIT``. Plain, it
 waits for PostgreSQL seven times; pipelined, three. Per transaction: wall time, the client's CPU (this process)
 and the server's (its backend, from /proc). One connection, asyncio, tables in a schema of their own (dropped at
-the end); PostgreSQL is started here without fsync unless AGL_DATABASE_URL points elsewhere.
+the end); PostgreSQL is started here without fsync unless AGL_DATABASE_URL points elsewhere (the server's CPU
+then reads 0 unless its backends run on this machine).
 
     .venv/bin/python bench/pipelined_tx.py [--transactions 3000] [--rounds 3]
 
@@ -18,11 +19,9 @@ import argparse
 import asyncio
 import contextlib
 import os
-import resource
 import statistics
 import sys
 import tempfile
-import time
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -35,9 +34,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from agl.stack._process import free_port
 from agl.stack.postgres import EmbeddedPostgres
+from bench._cpu import cost_per_call_us
 from producers.pipelined import pipelined_transaction
-
-HZ = os.sysconf("SC_CLK_TCK")
 
 
 @contextlib.asynccontextmanager
@@ -71,20 +69,11 @@ async def transaction(conn: psycopg.AsyncConnection[Any], ids: list[int], pipeli
         await appended.fetchall()
 
 
-def server_cpu(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / HZ
-
-
 async def measure(conn: psycopg.AsyncConnection[Any], backend: int, n: int, pipelined: bool) -> tuple[float, ...]:
-    for i in range(200):  # warm: statements prepared, caches filled
+    async def one(i: int) -> None:
         await transaction(conn, [i % 100, (i + 1) % 100], pipelined)
-    server0, usage0, t0 = server_cpu(backend), resource.getrusage(resource.RUSAGE_SELF), time.perf_counter()
-    for i in range(n):
-        await transaction(conn, [i % 100, (i + 1) % 100], pipelined)
-    wall, usage1, server1 = time.perf_counter() - t0, resource.getrusage(resource.RUSAGE_SELF), server_cpu(backend)
-    client = usage1.ru_utime - usage0.ru_utime + usage1.ru_stime - usage0.ru_stime
-    return wall / n * 1e6, client / n * 1e6, (server1 - server0) / n * 1e6
+
+    return await cost_per_call_us(one, n=n, warm=200, pid=backend)
 
 
 async def main() -> None:

@@ -18,7 +18,7 @@ the last stable offset.
 
 A worker writes only a generation built by its own ``version``: when the active one is newer (a rebuild
 switched readers) it stops with :class:`ProjectionVersionMismatch`; when it is older (new code deployed before
-the rebuild) it waits, writing nothing, until a generation of its version is active.
+the rebuild) it waits, writing nothing, until a generation of its version is active (``consumers.version_gate``).
 """
 
 from __future__ import annotations
@@ -37,13 +37,13 @@ import psycopg
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 
 from consumers.batch import BatchOutcome, BatchProcessor, Decoded, Record
-from consumers.errors import GenerationChanged, ProjectionVersionMismatch, is_retriable
+from consumers.errors import GenerationChanged, is_retriable
 from consumers.pipelined_pump import PipelinedPump
 from consumers.prefetch import consumed_positions
 from consumers.projection_consumer import new_consumer, take_partitions
+from consumers.version_gate import VERSION_POLL_S, await_own_version, refuse_newer
 from projections.tracking import (
     Generation,
-    active_generation,
     ensure_active_generation,
     ensure_position_rows,
     load_positions,
@@ -56,10 +56,6 @@ if TYPE_CHECKING:
     from projections.base import Projection
 
 log = logging.getLogger(__name__)
-
-#: How often a worker waiting for a generation of its version looks again, and how often it says so in the log.
-VERSION_POLL_S = 1.0
-VERSION_LOG_EVERY_S = 60.0
 
 
 class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
@@ -218,43 +214,23 @@ class ProjectionWorker:
         """
         gen = self._fixed_generation or await ensure_active_generation(conn, self.projection)
         if gen.version != self.projection.version:
-            self._check_not_newer(gen)
+            refuse_newer(gen, self.projection)
             self.generation, self.processor, self._waiting_for = None, None, gen
             return False
         self.generation, self._waiting_for = gen, None
         self.processor = BatchProcessor(self.projection, gen, check_generation=self._fixed_generation is None)
         return True
 
-    def _check_not_newer(self, gen: Generation) -> None:
-        if gen.version > self.projection.version:
-            raise ProjectionVersionMismatch(
-                f"{gen.schema} is active and was built by version {gen.version} of projection "
-                f"{self.projection.name}; this code is version {self.projection.version} and must not write it: "
-                "deploy the newer code (or `agl projections rollback` with it)"
-            )
-
     async def _await_own_version(self, stop: asyncio.Event | None) -> bool:
         """Poll until a generation of this code's version is active, then take it; ``False`` if stopped first."""
-        logged = time.monotonic()
-        while stop is None or not stop.is_set():
-            conn = await self.connection()
-            gen = await active_generation(conn, self.projection.name)
-            if gen is None or gen.version == self.projection.version:
-                if await self._load_generation(conn):  # creates generation 1 if it was dropped meanwhile
-                    assert self.generation is not None
-                    log.info("%s: %s is of this version; writing it", self.projection.name, self.generation.schema)
-                    return True
-            else:
-                self._check_not_newer(gen)
-            if time.monotonic() - logged > VERSION_LOG_EVERY_S:
-                logged = time.monotonic()
-                log.warning("%s: still waiting for version %d", self.projection.name, self.projection.version)
-            if stop is None:
-                await asyncio.sleep(self.version_poll_s)
-            else:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), self.version_poll_s)
-        return False
+        taken = await await_own_version(
+            self.projection, connection=self.connection, take=self._load_generation, stop=stop,
+            poll_s=self.version_poll_s,
+        )  # fmt: skip
+        if taken:
+            assert self.generation is not None
+            log.info("%s: %s is of this version; writing it", self.projection.name, self.generation.schema)
+        return taken
 
     async def seek_to_stored(self, tps: Sequence[TopicPartition]) -> None:
         """Seek each partition to the position PostgreSQL stores for it (0 when none)."""

@@ -75,6 +75,7 @@ class Settings(BaseSettings):
     outbox_retention_s: float = Field(
         default=7 * 24 * 3600.0,
         ge=60,
+        le=10 * 366 * 24 * 3600.0,  # ten years: more is a typo, and 1e300 s is beyond a PostgreSQL interval
         description="published outbox rows, and the Idempotency-Keys recorded with them, are deleted after this",
     )
     topic_prefix: str = Field(default="", description="prefix of every topic name, to share one cluster")

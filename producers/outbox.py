@@ -208,6 +208,8 @@ class OutboxRelay:
                     await prune_outbox(conn, retention_s)
             except (psycopg.Error, OSError) as e:  # tried again at the next turn
                 log.warning("outbox prune failed (%s); trying again in %.0f s", e, self._prune_every_s)
+            except Exception:  # as the relay's loop does: logged, and pruning goes on at the next turn
+                log.exception("outbox prune failed; trying again in %.0f s", self._prune_every_s)
 
     # -- the loop ---------------------------------------------------------------------------------------------
     async def _run(self) -> None:

@@ -12,8 +12,8 @@ a re-enqueued rollout its event's position (``command_rollouts``). So pruning a 
 Rows not yet published are never deleted, whatever their age (the broker may have been down for days). The
 relay that holds the relay lock prunes, once a minute, on a connection of its own: a prune never delays a
 publication. Each statement deletes at most ``batch`` rows (a short transaction), walking the outbox in id order
-from its oldest published row, until it meets a young one: ids follow commit times closely, and a row that came
-out of order only waits for the young rows before it to age.
+from its oldest published row, until it meets a young one: ids follow creation times closely, and a row that
+came out of order only waits for the young rows before it to age.
 """
 
 from __future__ import annotations

@@ -9,6 +9,7 @@ import psycopg
 import pytest
 from psycopg import sql
 
+from core.config import Settings
 from producers import outbox
 from producers.idempotency import migrate_commands, reserve_rollouts, stored_rollouts
 from producers.outbox import OutboxRelay
@@ -174,3 +175,9 @@ async def test_a_retry_reading_its_key_keeps_the_rows_it_answers_with(pg_url: st
         await retry.commit()
         assert await asyncio.wait_for(pruning, 10) == 2
         assert await _left(conn) == []
+
+
+@pytest.mark.parametrize("value", ["59", "1e300", "nan"])
+def test_a_retention_postgresql_or_the_relay_could_not_use_is_refused_at_start(value: str) -> None:
+    with pytest.raises(ValueError, match="outbox_retention_s"):
+        Settings(outbox_retention_s=value)

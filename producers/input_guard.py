@@ -34,9 +34,19 @@ if TYPE_CHECKING:
 _ESCAPED = re.compile(rb"\\u(?:0000|[dD][89a-fA-F])")
 _RAW_SURROGATE = re.compile(rb"\xed[\xa0-\xbf]")
 _SURROGATE = re.compile("[\ud800-\udfff]")
-#: Nineteen digits in a row may be an integer orjson cannot encode (it takes -2**63 to 2**64 - 1).
-_LONG_DIGITS = re.compile(rb"[0-9]{19}")
 INT_MIN, INT_MAX = -(2**63), 2**64 - 1
+#: An integer orjson cannot encode (it takes -2**63 to 2**64 - 1) has twenty digits, or a minus and nineteen; a
+#: positive nineteen-digit one (a nanosecond timestamp) is always in range. With every digit mapped to 0, both
+#: shapes are literals: a regex for a run of digits tries a match at every digit, ten times slower.
+_DIGITS_AS_ZERO = bytes.maketrans(b"123456789", b"000000000")
+_TWENTY_DIGITS, _MINUS_NINETEEN = b"0" * 20, b"-" + b"0" * 19
+
+
+def _long_integer(body: bytes) -> bool:
+    shapes = body.translate(_DIGITS_AS_ZERO)
+    return _TWENTY_DIGITS in shapes or _MINUS_NINETEEN in shapes
+
+
 Loc = tuple[str | int, ...]
 
 
@@ -79,13 +89,13 @@ def unsafe_values(data: Any, loc: Loc = ()) -> Iterator[dict[str, Any]]:
 
 def body_errors(body: bytes) -> list[dict[str, Any]]:
     """Errors of the unstorable values in a JSON ``body``; none when it is clean or not JSON (the route says so)."""
-    # Literal scans (about a millisecond per megabyte) instead of a parse: most bodies stop here.
+    # Literal scans (a few milliseconds per megabyte) instead of a parse: most bodies stop here.
     suspect = (
         b"NaN" in body
         or b"Infinity" in body
         or _ESCAPED.search(body)
         or _RAW_SURROGATE.search(body)
-        or _LONG_DIGITS.search(body)
+        or _long_integer(body)
     )
     if not suspect:
         return []

@@ -46,6 +46,8 @@ HOSTILE: list[tuple[str, str, Any, str]] = [
     ("POST", "/v1/rollouts", {"input": 1, "resources_id": "rs" * 2000}, "body.resources_id"),
     ("POST", "/v1/rollouts", {"input": 1, "priority": 2**31}, "body.priority"),
     ("POST", "/v1/rollouts", b'{"input": NaN}', "body.input"),
+    ("POST", "/v1/rollouts", {"input": {"n": 2**64}}, "body.input.n"),
+    ("POST", "/v1/rollouts", {"input": 1, "metadata": {"n": [-(2**63) - 1]}}, "body.metadata.n.0"),
     ("POST", "/v1/resources", b'{"resources": {"p": {"resource_type": "llm", "endpoint": "e", "model": "m", '
      b'"sampling_parameters": {"t": [Infinity]}}}}', "body.resources.p.sampling_parameters.t.0"),
     ("POST", "/v1/rollouts", '{"input": "\ud800"}'.encode("utf-8", "surrogatepass"), "body.input"),

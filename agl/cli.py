@@ -5,11 +5,13 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import sys
 from typing import TYPE_CHECKING
 
 from pydantic import ValidationError
 
+from agl.app_name import application_name
 from agl.errors import LightningError
 
 if TYPE_CHECKING:
@@ -49,6 +51,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one subcommand; errors end as one line on stderr and a non-zero exit code."""
     args = build_parser().parse_args(argv)
+    # Read by libpq at every connect: pg_stat_activity shows which command each connection is.
+    os.environ.setdefault("PGAPPNAME", application_name(sys.argv[1:] if argv is None else argv))
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
         code: int = args.func(args)

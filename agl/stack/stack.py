@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 
 import psycopg
 
+from agl.app_name import service_application_name
 from agl.errors import ConfigError, StackError
 from agl.stack._process import ManagedProcess, require_free_port
 from agl.stack.attached_workers import AttachedWorkers
@@ -246,10 +247,12 @@ class Stack:
             self.log_epoch = epoch
             self.epoch_outcome = await reconcile_log_epoch(conn, epoch, accept_reset=self.accept_log_reset)
 
-    def child_env(self) -> dict[str, str]:
-        """The environment of every service: the addresses of this stack's broker and database."""
+    def child_env(self, spec: ServiceSpec) -> dict[str, str]:
+        """The environment of service ``spec``: the addresses of this stack's broker and database, and the
+        application name its connections show PostgreSQL (the one it has when run by hand, not ``agl-up``)."""
         assert self.broker_info is not None and self.local_database_url is not None
         env = dict(os.environ)
+        env["PGAPPNAME"] = service_application_name(spec.argv, spec.name)
         env.update(
             AGL_KAFKA_BOOTSTRAP=self.broker_info.bootstrap,
             AGL_DATABASE_URL=self.local_database_url,
@@ -266,7 +269,7 @@ class Stack:
 
     async def start_service(self, spec: ServiceSpec) -> None:
         proc = ManagedProcess(
-            spec.name, spec.argv, log_path=self.data_dir / "logs" / f"{spec.name}.log", env=self.child_env()
+            spec.name, spec.argv, log_path=self.data_dir / "logs" / f"{spec.name}.log", env=self.child_env(spec)
         )
         proc.start()
         self._services[spec.name] = (spec, proc)

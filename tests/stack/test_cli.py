@@ -100,7 +100,8 @@ def child_pids(data_dir: Path) -> list[int]:
 
 
 def assert_services_use_the_socket(data_dir: Path) -> None:
-    """The stack's services reach its PostgreSQL over the Unix-domain socket; the address it shows stays TCP."""
+    """The stack's services reach its PostgreSQL over the Unix-domain socket, each under its own application name;
+    the address the stack shows stays TCP."""
     state = read_state(data_dir)
     assert state is not None and "@127.0.0.1:" in state.database_url
     with psycopg.connect(state.database_url, autocommit=True) as conn:
@@ -110,6 +111,11 @@ def assert_services_use_the_socket(data_dir: Path) -> None:
         ).fetchall()
     assert len(rows) >= len(PROJECTION_WORKERS), rows
     assert all(client_addr is None for _, client_addr in rows), f"connected over TCP: {rows}"
+    # Each service names its connections as the same command run by hand would: pg_stat_activity tells them apart.
+    names = {name for name, _ in rows}
+    expected = {"agl-api", "agl-watchdog", *(f"agl-projections-run-{n}" for n in PROJECTION_WORKERS)}
+    assert expected <= names, f"missing: {sorted(expected - names)}; seen: {sorted(names)}"
+    assert all(name.startswith("agl-") for name in names), sorted(names)
 
 
 def assert_all_gone(pids: list[int], timeout: float = 20) -> None:

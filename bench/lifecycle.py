@@ -13,13 +13,18 @@ created under .agl/cache on first run and never a project dependency): the same 
 ``LightningStoreServer`` + ``LightningStoreClient`` on loopback (``peer_rps``) and on its in-memory store called
 in-process (``peer_inproc_rps``). It runs before our stack starts, so neither competes with the other for the CPU.
 
+Our round's CPU time is split by service (`bench/_service_cpu.py`: each process below this one, PostgreSQL's
+backends by their client's application name) and printed as milliseconds per rollout, with the cores busy with
+ours and with anything on the machine: the throughput is the cores divided by that sum.
+
 Then publish-to-visible latency: with the runners stopped, rollouts are enqueued through the API at a steady
 ``--visible-rate`` per second (open loop, batches of ``--visible-batch``) for ``--visible-seconds``, and
 ``GET /v1/rollouts?rollout_id=...`` is polled until the read model shows each one; p99 of send-to-seen.
 
     .venv/bin/python bench/lifecycle.py [--rollouts 1000] [--runners 2 --slots 64] [--no-peer] [--broker tansu]
 
-Last line: ``ours_rps=<n> peer_rps=<n> peer_inproc_rps=<n> ratio=<ours/peer> p99_visible_ms=<ms>``.
+Last line: ``ours_rps=<n> peer_rps=<n> peer_inproc_rps=<n> ratio=<ours/peer> p99_visible_ms=<ms>
+cpu_ms_per_rollout=<ms>``.
 """
 
 from __future__ import annotations
@@ -45,6 +50,8 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from agl.stack.state import read_state
+from bench import _service_cpu as service_cpu
 from bench._stack import running_stack
 from producers.client import AsyncClient
 from tests.compat.agl_venv import peer_python
@@ -213,7 +220,7 @@ async def visible_latencies(client: AsyncClient, http: httpx.AsyncClient, args: 
     return latencies
 
 
-async def measure_ours(args: argparse.Namespace, workdir: Path) -> tuple[float, list[float]]:
+async def measure_ours(args: argparse.Namespace, workdir: Path) -> tuple[float, list[float], float]:
     async with (
         running_stack(args.broker, workdir) as url,
         httpx.AsyncClient(base_url=url, timeout=30) as http,
@@ -221,11 +228,17 @@ async def measure_ours(args: argparse.Namespace, workdir: Path) -> tuple[float, 
     ):
         async with runners(url, args.runners, args.slots, http):
             await rollouts_per_second(client, http, args.warmup, args.enqueue_batch, "warmup")
+            state = read_state(workdir)
+            database_url = state.database_url if state is not None else None
+            before = await asyncio.to_thread(service_cpu.sample, database_url)
             rps = await rollouts_per_second(client, http, args.rollouts, args.enqueue_batch, "bench")
+            after = await asyncio.to_thread(service_cpu.sample, database_url)
             failed = await count(http, "failed")
             print(f"ours: {args.rollouts} rollouts at {rps:,.0f}/s ({failed} failed)", flush=True)
+            lines, cpu_ms = service_cpu.report(before, after, args.rollouts, "rollout")
+            print("\n".join(lines), flush=True)
         latencies = await visible_latencies(client, http, args)
-    return rps, latencies
+    return rps, latencies, cpu_ms
 
 
 def main() -> None:
@@ -233,7 +246,7 @@ def main() -> None:
     peer = {"peer_rps": 0.0, "peer_inproc_rps": 0.0} if args.no_peer else run_peer(args)
     workdir = Path(tempfile.mkdtemp(prefix="agl-bench-"))
     try:
-        rps, latencies = asyncio.run(measure_ours(args, workdir))
+        rps, latencies, cpu_ms = asyncio.run(measure_ours(args, workdir))
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     cuts = statistics.quantiles(latencies, n=100) if len(latencies) > 1 else latencies * 99
@@ -244,7 +257,7 @@ def main() -> None:
     ratio = rps / peer["peer_rps"] if peer["peer_rps"] else 0.0
     print(
         f"ours_rps={rps:.0f} peer_rps={peer['peer_rps']:.0f} peer_inproc_rps={peer['peer_inproc_rps']:.0f} "
-        f"ratio={ratio:.1f} p99_visible_ms={cuts[98] * 1000:.0f}"
+        f"ratio={ratio:.1f} p99_visible_ms={cuts[98] * 1000:.0f} cpu_ms_per_rollout={cpu_ms:.2f}"
     )
 
 

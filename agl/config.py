@@ -2,6 +2,7 @@
 
 from core.config import (
     EMBEDDED_LLM_MODEL,
+    KAFKA_JVM_OPTIONS,
     KAFKA_VERSION,
     BrokerChoice,
     Settings,
@@ -9,6 +10,7 @@ from core.config import (
 
 __all__ = [
     "EMBEDDED_LLM_MODEL",
+    "KAFKA_JVM_OPTIONS",
     "KAFKA_VERSION",
     "BrokerChoice",
     "Settings",

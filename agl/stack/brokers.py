@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from agl.config import KAFKA_JVM_OPTIONS
 from agl.errors import StackError
 from agl.stack._process import ManagedProcess, wait_until_listening
 
@@ -39,12 +40,23 @@ class ApacheKafka:
 
     kind: BrokerKind = "kafka"
 
-    def __init__(self, *, data_dir: Path, libs_dir: Path, port: int, controller_port: int, heap: str = "512m") -> None:
+    def __init__(
+        self,
+        *,
+        data_dir: Path,
+        libs_dir: Path,
+        port: int,
+        controller_port: int,
+        heap: str = "512m",
+        jvm_options: str = KAFKA_JVM_OPTIONS,
+    ) -> None:
         self.data_dir = data_dir
         self.libs_dir = libs_dir
         self.port = port
         self.controller_port = controller_port
         self.heap = heap
+        #: extra JVM options, split on blanks by start.sh (never globbed)
+        self.jvm_options = jvm_options
         self._proc: ManagedProcess | None = None
 
     @property
@@ -88,6 +100,7 @@ class ApacheKafka:
                 str(self.port),
                 str(self.controller_port),
                 self.heap,
+                self.jvm_options,
             ],
             log_path=self.data_dir / "kafka.log",
             stop_timeout=30.0,

@@ -155,6 +155,7 @@ class Stack:
                 port=s.kafka_port,
                 controller_port=s.kafka_controller_port,
                 heap=s.kafka_heap,
+                jvm_options=s.kafka_jvm_options,
             )
         elif self.broker_choice == "tansu":
             print(TANSU_WARNING, file=sys.stderr)

@@ -2,13 +2,15 @@
 # Run a single-node Apache Kafka broker (KRaft, broker + controller in one JVM) in the foreground.
 # Shared by `agl up` and the test fixtures. The log directory lives on disk, so topics and records survive a
 # restart; the storage is formatted only the first time.
-# Usage: start.sh LIBS_DIR DATA_DIR PORT CONTROLLER_PORT [HEAP]
+# Usage: start.sh LIBS_DIR DATA_DIR PORT CONTROLLER_PORT [HEAP [JVM_OPTIONS]]
 set -euo pipefail
-libs=${1:?usage: start.sh LIBS_DIR DATA_DIR PORT CONTROLLER_PORT [HEAP]}
+libs=${1:?usage: start.sh LIBS_DIR DATA_DIR PORT CONTROLLER_PORT [HEAP [JVM_OPTIONS]]}
 data=${2:?DATA_DIR}
 port=${3:?PORT}
 cport=${4:?CONTROLLER_PORT}
 heap=${5:-512m}
+# Extra JVM options, split on blanks (AGL_KAFKA_JVM_OPTIONS); never globbed (set -f below).
+jvm_options=${6:-}
 here=$(cd "$(dirname "$0")" && pwd)
 command -v java >/dev/null || { echo "java not found: install a JDK 17+ or use the Tansu broker" >&2; exit 127; }
 "$here/fetch-jars.sh" "$libs"
@@ -47,5 +49,7 @@ if [ ! -f "$data/logs/meta.properties" ]; then
   done
   java -cp "$cp" kafka.tools.StorageTool format -t "$cluster_id" -c "$props" >/dev/null
 fi
-exec java -Xms128m "-Xmx$heap" -XX:+UseSerialGC -Djava.awt.headless=true \
+set -f
+# shellcheck disable=SC2086 # the options are meant to split into words
+exec java -Xms128m "-Xmx$heap" -XX:+UseSerialGC $jvm_options -Djava.awt.headless=true \
   "-Dlog4j2.configurationFile=$here/log4j2.properties" -cp "$cp" kafka.Kafka "$props"

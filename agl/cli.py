@@ -51,8 +51,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one subcommand; errors end as one line on stderr and a non-zero exit code."""
     args = build_parser().parse_args(argv)
-    # Read by libpq at every connect: pg_stat_activity shows which command each connection is.
-    os.environ.setdefault("PGAPPNAME", application_name(sys.argv[1:] if argv is None else argv))
+    if argv is None:  # the command itself, not a caller in-process (whose environment is its own)
+        # Read by libpq at every connect: pg_stat_activity shows which command each connection is.
+        os.environ.setdefault("PGAPPNAME", application_name(sys.argv[1:]))
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
         code: int = args.func(args)

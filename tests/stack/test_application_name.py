@@ -31,12 +31,18 @@ def test_a_service_has_the_name_of_its_command_run_by_hand() -> None:
 
 
 def test_a_command_sets_its_name_for_libpq_unless_the_user_did(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv("PGAPPNAME", raising=False)
-    assert main(["schemas", "export", "--check"]) == 0
-    assert os.environ["PGAPPNAME"] == "agl-schemas-export"
+    monkeypatch.setenv("PGAPPNAME", "restored after the test")
+    monkeypatch.delenv("PGAPPNAME")
+    monkeypatch.setattr(sys, "argv", ["agl", "schemas", "export", "--check"])
+    assert main() == 0
+    assert os.environ.pop("PGAPPNAME") == "agl-schemas-export"
     monkeypatch.setenv("PGAPPNAME", "mine")
-    assert main(["schemas", "export", "--check"]) == 0
+    assert main() == 0
     assert os.environ["PGAPPNAME"] == "mine"
+    # Called in-process with its words, it leaves the caller's environment alone.
+    monkeypatch.delenv("PGAPPNAME")
+    assert main(["schemas", "export", "--check"]) == 0
+    assert "PGAPPNAME" not in os.environ
 
 
 @pytest.mark.pg

@@ -33,3 +33,12 @@ def service_application_name(argv: Sequence[str], fallback: str) -> str:
     if len(argv) > 3 and list(argv[1:3]) == ["-m", "agl"]:
         return application_name(argv[3:])
     return application_name([fallback])
+
+
+def connection_names(words: Sequence[str], projections: Sequence[str], pgappname: str | None) -> dict[str, str]:
+    """By projection, the name its connections show when ``agl projections run <words>`` runs several at once:
+    the name each would have run alone (``agl-projections-run-spans``), so ``pg_stat_activity`` still tells
+    them apart. None (``{}``) for one projection, or when the process was given a ``PGAPPNAME`` of its own."""
+    if len(projections) < 2 or pgappname not in (None, application_name(["projections", "run", *words])):
+        return {}
+    return {name: application_name(["projections", "run", name]) for name in projections}

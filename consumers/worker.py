@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING, Any
 
 import psycopg
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
+from psycopg.conninfo import conninfo_to_dict
 
 from consumers.batch import BatchOutcome, BatchProcessor, Decoded, Record
 from consumers.errors import GenerationChanged, is_retriable
@@ -84,6 +85,9 @@ class ProjectionWorker:
             every partition is assigned to this worker (a rebuild).
         batch_size: records per batch (one transaction each).
         pipelined: run the pipelined pump (the default); ``False`` runs the plain loop it must agree with.
+        application_name: what its PostgreSQL connections show in ``pg_stat_activity`` (several workers share a
+            process: ``consumers.runner.run_projections``); default: libpq's (``PGAPPNAME``). An
+            ``application_name`` in ``database_url`` wins.
     """
 
     def __init__(
@@ -102,6 +106,7 @@ class ProjectionWorker:
         max_backoff_s: float = 5.0,
         version_poll_s: float = VERSION_POLL_S,
         pipelined: bool = True,
+        application_name: str | None = None,
     ) -> None:
         self.projection = projection
         self.bootstrap = bootstrap
@@ -130,6 +135,8 @@ class ProjectionWorker:
         #: fetched, and past any control records (transaction markers) and aborted records after it
         self.consumed_to: dict[TopicPartition, int] = {}
         self.pipelined = pipelined
+        given = application_name is not None and "application_name" not in conninfo_to_dict(database_url)
+        self._connect_kwargs: dict[str, Any] = {"application_name": application_name} if given else {}
         #: what the pipelined pump fetched and decoded ahead; told of every seek, even while it is not running
         self._pipelined = PipelinedPump(self)
         self._last_seen: dict[tuple[str, int], float] = {}
@@ -203,7 +210,9 @@ class ProjectionWorker:
         if self._conn is None or self._conn.closed or self._conn.broken:
             if self._conn is not None:
                 await self._conn.close()
-            self._conn = await psycopg.AsyncConnection.connect(self.database_url, autocommit=True)
+            self._conn = await psycopg.AsyncConnection.connect(
+                self.database_url, autocommit=True, **self._connect_kwargs
+            )
         return self._conn
 
     async def _load_generation(self, conn: psycopg.AsyncConnection[Any]) -> bool:
@@ -238,7 +247,9 @@ class ProjectionWorker:
         if self.generation is None:
             return  # waiting for a generation of this version: its positions are sought once it is active
         # Its own connection: the rebalance listener runs beside the loop, whose connection may be mid-batch.
-        async with await psycopg.AsyncConnection.connect(self.database_url, autocommit=True) as conn:
+        async with await psycopg.AsyncConnection.connect(
+            self.database_url, autocommit=True, **self._connect_kwargs
+        ) as conn:
             await ensure_position_rows(conn, self.generation.schema, [(tp.topic, tp.partition) for tp in tps])
             stored = await load_positions(conn, self.generation.schema)
         for tp in tps:

@@ -102,6 +102,11 @@ class Settings(BaseSettings):
     llm_port: int | None = Field(
         default=None, ge=1, le=65535, description="embedded LLM port; unset = the last one used, else a free one"
     )
+    projection_processes: Literal["shared", "separate"] = Field(
+        default="shared",
+        description="`agl up`: shared runs the rollouts projection in a process of its own and the other built-in"
+        " ones together in one; separate gives each its own",
+    )
     llm_replicas: int | None = Field(
         default=None, ge=1, le=64,
         description="embedded LLM: single-threaded llama.cpp servers behind one port; unset = one per core",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import sys
 import time
 from collections import deque
@@ -24,8 +25,10 @@ def register(subparsers: Any) -> None:
     parser: argparse.ArgumentParser = subparsers.add_parser("projections", help="run, attach, inspect and rebuild")
     sub = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
     sub.add_parser("list", help="built-in, known and attached projections").set_defaults(func=cmd_list)
-    run = sub.add_parser("run", help="keep a projection up to date (SIGTERM drains the batch and exits)")
-    run.add_argument("name", help="a projection name, or module:object")
+    run = sub.add_parser("run", help="keep projections up to date (SIGTERM drains their batches and exits)")
+    run.add_argument(
+        "names", nargs="+", metavar="name", help="a projection name, or module:object; several share one process"
+    )
     run.add_argument("--batch-size", type=int, default=2000, help="records per transaction")
     run.add_argument(
         "--no-group", action="store_true", help="take every partition without a consumer group (one instance only)"
@@ -139,13 +142,30 @@ def _print_projection(projection: Projection, kind: str, reference: str = "") ->
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from consumers.runner import run_projection
+    from agl.app_name import connection_names
+    from agl.errors import ConfigError
+    from consumers.runner import run_projections
     from projections.registry import load_attached
 
+    if args.python_path and len(args.names) > 1:
+        raise ConfigError("--python-path runs one attached projection: give one name")
+    if len(set(args.names)) < len(args.names):
+        raise ConfigError(f"a projection is named twice: {' '.join(args.names)}")
     settings = _settings()
     # `agl up` passes the attached reference with the directory it was imported from when it was attached.
-    projection = load_attached(args.name, args.python_path) if args.python_path else _resolve(args.name, settings)
-    asyncio.run(run_projection(projection, settings, batch_size=args.batch_size, use_group=not args.no_group))
+    projections = (
+        [load_attached(args.names[0], args.python_path)]
+        if args.python_path
+        else [_resolve(name, settings) for name in args.names]
+    )
+    if len({p.name for p in projections}) < len(projections):
+        raise ConfigError(f"a projection is named twice: {' '.join(args.names)}")
+    names = connection_names(args.names, [p.name for p in projections], os.environ.get("PGAPPNAME"))
+    asyncio.run(
+        run_projections(
+            projections, settings, batch_size=args.batch_size, use_group=not args.no_group, application_names=names
+        )
+    )
     return 0
 
 

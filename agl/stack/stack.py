@@ -56,6 +56,24 @@ TANSU_WARNING = "warning: Tansu keeps its whole history in memory: stopping the 
 PROJECTION_WORKERS = (
     "rollouts", "archive", "resources", "workers", "spans", "triplets", "knowledge", "memories", "router",
 )  # fmt: skip
+#: With ``AGL_PROJECTION_PROCESSES=shared`` (the default) these run in processes of their own, the other built-in
+#: projections together in one (``agl projections run a b c``): each keeps its own worker, and they share an
+#: interpreter and an event loop. The rollouts read model is the one users wait on to the millisecond.
+OWN_PROCESS_PROJECTIONS = ("rollouts",)
+
+
+def projection_processes(mode: str) -> list[tuple[str, ...]]:
+    """The built-in projections grouped by the process that runs them under ``agl up``."""
+    if mode == "separate":
+        return [(name,) for name in PROJECTION_WORKERS]
+    alone = [(name,) for name in PROJECTION_WORKERS if name in OWN_PROCESS_PROJECTIONS]
+    return [*alone, tuple(name for name in PROJECTION_WORKERS if name not in OWN_PROCESS_PROJECTIONS)]
+
+
+def projection_service_name(names: tuple[str, ...]) -> str:
+    return f"projection-{names[0]}" if len(names) == 1 else "projections-shared"
+
+
 #: A service that crashes more often than this within a minute is not restarted again.
 MAX_RESTARTS_PER_MINUTE = 5
 
@@ -192,10 +210,9 @@ class Stack:
         await self.start_service(
             ServiceSpec("api", [sys.executable, "-m", "agl", "api"], ready_url=f"{self.api_url}/healthz")
         )
-        for name in PROJECTION_WORKERS:
-            await self.start_service(
-                ServiceSpec(f"projection-{name}", [sys.executable, "-m", "agl", "projections", "run", name])
-            )
+        for names in projection_processes(self.settings.projection_processes):
+            argv = [sys.executable, "-m", "agl", "projections", "run", *names]
+            await self.start_service(ServiceSpec(projection_service_name(names), argv))
         await self.attached.sync(force=True)
         await self.start_service(ServiceSpec("watchdog", [sys.executable, "-m", "agl", "watchdog"]))
         await self.start_service(
@@ -347,7 +364,8 @@ class Stack:
         """Stop services, then broker and PostgreSQL. Safe to call twice and after a failed start."""
         services = list(self._services.values())
         self._services.clear()
-        archive = next((proc for spec, proc in services if spec.name == "projection-archive"), None)
+        # The process that runs the archive projection (alone, or with others that only write PostgreSQL).
+        archive = next((proc for spec, proc in services if _runs_projection(spec, "archive")), None)
         if (
             archive is not None
             and self.broker_info is not None
@@ -368,6 +386,11 @@ class Stack:
         await asyncio.gather(*(c.stop() for c in infra))
         clear_state(self.data_dir)
         self._lock.release()
+
+
+def _runs_projection(spec: ServiceSpec, name: str) -> bool:
+    argv = list(spec.argv)
+    return argv[1:5] == ["-m", "agl", "projections", "run"] and name in argv[5:]
 
 
 async def _wait_http_ready(proc: ManagedProcess, url: str, timeout: float) -> None:

@@ -8,7 +8,7 @@ import sys
 import psycopg
 import pytest
 
-from agl.app_name import application_name, service_application_name
+from agl.app_name import application_name, connection_names, service_application_name
 from agl.cli import main
 
 
@@ -28,6 +28,16 @@ def test_a_service_has_the_name_of_its_command_run_by_hand() -> None:
     argv = [sys.executable, "-m", "agl", "projections", "run", "spans"]
     assert service_application_name(argv, "projection-spans") == "agl-projections-run-spans"
     assert service_application_name(["/usr/bin/other", "--x"], "agents") == "agl-agents"
+
+
+def test_projections_sharing_a_process_keep_the_names_they_would_have_alone() -> None:
+    words = ["archive", "spans", "triplets"]
+    command = application_name(["projections", "run", *words])  # what main() or `agl up` set: the first one's
+    expected = {n: f"agl-projections-run-{n}" for n in words}
+    assert connection_names(words, words, None) == expected
+    assert connection_names(words, words, command) == expected
+    assert connection_names(words, words, "mine") == {}  # the user named the process: theirs wins
+    assert connection_names(["spans"], ["spans"], None) == {}  # alone: the process's own name is right
 
 
 def test_a_command_sets_its_name_for_libpq_unless_the_user_did(monkeypatch: pytest.MonkeyPatch) -> None:

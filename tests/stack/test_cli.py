@@ -19,7 +19,7 @@ import pytest
 from agl.config import KAFKA_VERSION
 from agl.stack._process import free_ports
 from agl.stack.smoke import kafka_round_trip
-from agl.stack.stack import PROJECTION_WORKERS
+from agl.stack.stack import PROJECTION_WORKERS, projection_processes
 from agl.stack.state import read_state
 from tests.fixtures.services import KAFKA_LIBS_CACHE
 
@@ -131,8 +131,10 @@ def test_up_status_twin_and_sigint_leave_nothing_behind(tmp_path):
     env = stack_env(tmp_path / "d", AGL_BROKER="tansu")
     up = Up(env)
     pids = child_pids(tmp_path / "d")
-    assert len(pids) == 6 + len(PROJECTION_WORKERS), (
-        "broker, postgres, llm, api, watchdog, knowledge indexer and each projection"
+    # The rollouts projection runs alone; the others share one process (AGL_PROJECTION_PROCESSES=shared).
+    assert len(projection_processes("shared")) == 2
+    assert len(pids) == 6 + 2, (
+        "broker, postgres, llm, api, watchdog, knowledge indexer and the two projection processes"
     )
     status = agl(env, "status")
     assert status.returncode == 0, status.stdout + status.stderr

@@ -36,6 +36,11 @@ from agl.stack.log_epoch import (
 )
 from agl.stack.migrations import migrate_stack
 from agl.stack.postgres import EmbeddedPostgres
+from agl.stack.projection_processes import (
+    projection_processes,
+    projection_service_name,
+    runs_projection,
+)
 from agl.stack.restore import RestoreReport, restore_from_archive
 from agl.stack.state import StackLock, StackState, clear_state, ensure_data_dir, write_state
 from producers.admin import ensure_topics
@@ -52,28 +57,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 TANSU_WARNING = "warning: Tansu keeps its whole history in memory: stopping the stack loses every topic and record"
-#: Projections `agl up` keeps up to date, each in its own supervised process.
-PROJECTION_WORKERS = (
-    "rollouts", "archive", "resources", "workers", "spans", "triplets", "knowledge", "memories", "router",
-)  # fmt: skip
-#: With ``AGL_PROJECTION_PROCESSES=shared`` (the default) these run in processes of their own, the other built-in
-#: projections together in one (``agl projections run a b c``): each keeps its own worker, and they share an
-#: interpreter and an event loop. The rollouts read model is the one users wait on to the millisecond.
-OWN_PROCESS_PROJECTIONS = ("rollouts",)
-
-
-def projection_processes(mode: str) -> list[tuple[str, ...]]:
-    """The built-in projections grouped by the process that runs them under ``agl up``."""
-    if mode == "separate":
-        return [(name,) for name in PROJECTION_WORKERS]
-    alone = [(name,) for name in PROJECTION_WORKERS if name in OWN_PROCESS_PROJECTIONS]
-    return [*alone, tuple(name for name in PROJECTION_WORKERS if name not in OWN_PROCESS_PROJECTIONS)]
-
-
-def projection_service_name(names: tuple[str, ...]) -> str:
-    return f"projection-{names[0]}" if len(names) == 1 else "projections-shared"
-
-
 #: A service that crashes more often than this within a minute is not restarted again.
 MAX_RESTARTS_PER_MINUTE = 5
 
@@ -365,7 +348,7 @@ class Stack:
         services = list(self._services.values())
         self._services.clear()
         # The process that runs the archive projection (alone, or with others that only write PostgreSQL).
-        archive = next((proc for spec, proc in services if _runs_projection(spec, "archive")), None)
+        archive = next((proc for spec, proc in services if runs_projection(spec.argv, "archive")), None)
         if (
             archive is not None
             and self.broker_info is not None
@@ -386,11 +369,6 @@ class Stack:
         await asyncio.gather(*(c.stop() for c in infra))
         clear_state(self.data_dir)
         self._lock.release()
-
-
-def _runs_projection(spec: ServiceSpec, name: str) -> bool:
-    argv = list(spec.argv)
-    return argv[1:5] == ["-m", "agl", "projections", "run"] and name in argv[5:]
 
 
 async def _wait_http_ready(proc: ManagedProcess, url: str, timeout: float) -> None:

@@ -22,7 +22,7 @@ import yaml
 
 from agl.cli import build_parser
 from agl.config import Settings
-from agl.stack.stack import PROJECTION_WORKERS
+from agl.stack.projection_processes import PROJECTION_WORKERS
 
 ROOT = Path(__file__).resolve().parents[2]
 K8S = ROOT / "infra" / "k8s"

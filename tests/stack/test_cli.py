@@ -18,8 +18,8 @@ import pytest
 
 from agl.config import KAFKA_VERSION
 from agl.stack._process import free_ports
+from agl.stack.projection_processes import PROJECTION_WORKERS, projection_processes
 from agl.stack.smoke import kafka_round_trip
-from agl.stack.stack import PROJECTION_WORKERS, projection_processes
 from agl.stack.state import read_state
 from tests.fixtures.services import KAFKA_LIBS_CACHE
 

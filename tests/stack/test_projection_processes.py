@@ -6,7 +6,7 @@ import pytest
 from pydantic import ValidationError
 
 from agl.config import Settings
-from agl.stack.stack import PROJECTION_WORKERS, projection_processes, projection_service_name
+from agl.stack.projection_processes import PROJECTION_WORKERS, projection_processes, projection_service_name
 
 
 def test_shared_runs_rollouts_alone_and_every_other_projection_together() -> None:

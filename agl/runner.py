@@ -27,6 +27,7 @@ import inspect
 import logging
 import random
 import time
+import uuid
 from collections import Counter, deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
@@ -174,6 +175,9 @@ class Runner:
     async def _claim_loop(self, attempts: asyncio.TaskGroup) -> None:
         opts, backoff = self.options, Backoff()
         idle_since = time.monotonic()
+        # A dequeue unanswered (the API died after claiming, say) is resent with its key until answered: the API
+        # then answers the claims it made, which would otherwise be held by nobody until the watchdog ends them.
+        key: str | None = None
         while not self.stopping and self._budget_left() != 0:
             free = opts.slots - len(self._active)
             if free <= 0:
@@ -190,17 +194,23 @@ class Runner:
                 wait_ms = min(wait_ms, max(1, int(left_s * 1000)))
             budget = self._budget_left()
             limit = min(free, 100, budget if budget is not None else free)
+            key = key or f"claim-{uuid.uuid4().hex}"
             try:
                 # Claimed attempts start at once: the claim records them running (no report of its own).
                 claims = await self.client.dequeue(
-                    self.worker_id, limit=limit, capabilities=opts.capabilities, wait_ms=wait_ms, start=True
+                    self.worker_id,
+                    limit=limit,
+                    capabilities=opts.capabilities,
+                    wait_ms=wait_ms,
+                    start=True,
+                    idempotency_key=key,
                 )
             except ApiUnavailable as e:
                 await pause(backoff, "dequeue", e)
                 continue
             except CommandRejected as e:
                 raise RunnerError(f"the API refused to hand out rollouts to {self.worker_id!r}: {e}") from e
-            backoff = Backoff()
+            backoff, key = Backoff(), None
             for claim in claims:
                 self._start(attempts, claim)
             if claims:

@@ -222,10 +222,13 @@ class AsyncClient(_Base):
         capabilities: Sequence[str] = (),
         wait_ms: int = 0,
         start: bool = False,
+        idempotency_key: str | None = None,
     ) -> list[ClaimOut]:
         """Claim up to ``limit`` rollouts; with nothing to claim, the API holds the answer up to ``wait_ms``.
-        ``start``: the attempts are ``running`` from the claim on (no ``report_running`` needed)."""
-        return (await self._send(_dequeue(worker_id, limit, capabilities, wait_ms, start))).claims
+        ``start``: the attempts are ``running`` from the claim on (no ``report_running`` needed). A call that
+        raised ApiUnavailable, made again with its ``idempotency_key``, answers the claims it may have made."""
+        call = _dequeue(worker_id, limit, capabilities, wait_ms, start=start, idempotency_key=idempotency_key)
+        return (await self._send(call)).claims
 
     async def report_many(self, worker_id: str, reports: Sequence[ReportItemIn] | Sequence[bytes]) -> list[ReportOut]:
         """Many reports of ``worker_id``'s attempts in one request and one transaction; an answer per report.

@@ -213,10 +213,18 @@ _POLL_MARGIN_S = 30.0
 
 
 def _dequeue(
-    worker_id: str, limit: int, capabilities: Sequence[str], wait_ms: int, start: bool = False
+    worker_id: str,
+    limit: int,
+    capabilities: Sequence[str],
+    wait_ms: int,
+    *,
+    start: bool = False,
+    idempotency_key: str | None = None,
 ) -> _Call[ClaimsOut]:
+    # Keyed as every command: a retry after a lost answer gets the claims the first request made, not more.
     body = DequeueIn(worker_id=worker_id, limit=limit, capabilities=tuple(capabilities), wait_ms=wait_ms, start=start)
-    return _Call("POST", "/v1/rollouts/dequeue", ClaimsOut, body, timeout_s=wait_ms / 1000 + _POLL_MARGIN_S)
+    timeout_s = wait_ms / 1000 + _POLL_MARGIN_S
+    return _Call("POST", "/v1/rollouts/dequeue", ClaimsOut, body, _keyed(idempotency_key), timeout_s=timeout_s)
 
 
 def _attempt_report(rollout_id: str, attempt_id: str, report: str, body: ReportIn) -> _Call[VerdictOut]:

@@ -177,9 +177,15 @@ class Client(_Base):
         return self._send(_deregister(worker_id, reason))
 
     def dequeue(
-        self, worker_id: str, *, limit: int = 1, capabilities: Sequence[str] = (), wait_ms: int = 0
+        self,
+        worker_id: str,
+        *,
+        limit: int = 1,
+        capabilities: Sequence[str] = (),
+        wait_ms: int = 0,
+        idempotency_key: str | None = None,
     ) -> list[ClaimOut]:
-        return self._send(_dequeue(worker_id, limit, capabilities, wait_ms)).claims
+        return self._send(_dequeue(worker_id, limit, capabilities, wait_ms, idempotency_key=idempotency_key)).claims
 
     def report_running(self, rollout_id: str, attempt_id: str, worker_id: str) -> VerdictOut:
         return self._send(_attempt_report(rollout_id, attempt_id, "running", ReportIn(worker_id=worker_id)))

@@ -111,6 +111,28 @@ async def insert_rollouts(conn: AsyncConnection[Any], events: Sequence[RolloutEn
 
 
 # -- claims -------------------------------------------------------------------------------------------------
+_CLAIMABLE = (
+    "SELECT rollout_id, status, seq, config, attempt_count, latest_attempt_id, input, mode, resources_id,"
+    " metadata FROM lifecycle_rollouts"
+    " WHERE status IN ('queuing', 'requeuing') AND required_capabilities <@ %b::text[]"
+    " ORDER BY priority DESC, queue_order LIMIT %s FOR UPDATE SKIP LOCKED"
+)
+#: The same, claiming nothing when the worker's key claimed before (read after the key's lock is held).
+_CLAIMABLE_UNLESS_KEYED = (
+    "SELECT rollout_id, status, seq, config, attempt_count, latest_attempt_id, input, mode, resources_id,"
+    " metadata FROM lifecycle_rollouts"
+    " WHERE status IN ('queuing', 'requeuing') AND required_capabilities <@ %b::text[]"
+    " AND NOT EXISTS (SELECT 1 FROM lifecycle_attempts WHERE worker_id = %s AND claim_key = %s)"
+    " ORDER BY priority DESC, queue_order LIMIT %s FOR UPDATE SKIP LOCKED"
+)
+#: The attempts one key claimed (in the order they were claimed), whether each is still active.
+_PRIOR_CLAIMS = (
+    "SELECT r.rollout_id, a.attempt_id, a.sequence_id, r.input, r.mode, r.resources_id, r.config, r.metadata,"
+    " a.ended_at IS NULL FROM lifecycle_attempts a JOIN lifecycle_rollouts r USING (rollout_id)"
+    " WHERE a.worker_id = %s AND a.claim_key = %s ORDER BY r.priority DESC, r.queue_order"
+)
+
+
 async def claim(
     conn: AsyncConnection[Any],
     publisher: EventPublisher,
@@ -120,22 +142,36 @@ async def claim(
     limit: int,
     envelope: dict[str, Any],
     start: bool = False,
+    key: str | None = None,
 ) -> tuple[list[Claim], list[int]]:
     """Claim up to ``limit`` rollouts for ``worker_id`` in one transaction; each gets its next attempt.
 
     With ``start``, each attempt starts ``running`` at once (one decision): a runner that starts work the
     moment it claims saves a round trip, a commit and a decision per attempt.
+
+    ``key`` (the dequeue's Idempotency-Key) makes a resent claim safe: when ``worker_id`` claimed with this key
+    before, the answer is that claim's attempts still active, and nothing new is claimed. Requests with one key
+    are serialised by a transaction lock, so a resend racing its original waits for it and answers its claims.
     """
     async with pipelined_transaction(conn):
-        cur = await conn.execute(
-            "SELECT rollout_id, status, seq, config, attempt_count, latest_attempt_id, input, mode, resources_id,"
-            " metadata FROM lifecycle_rollouts"
-            " WHERE status IN ('queuing', 'requeuing') AND required_capabilities <@ %b::text[]"
-            " ORDER BY priority DESC, queue_order LIMIT %s FOR UPDATE SKIP LOCKED",
-            (sorted(set(capabilities)), limit),
-        )
+        caps = sorted(set(capabilities))
+        if key is None:
+            prior = None
+            cur = await conn.execute(_CLAIMABLE, (caps, limit))
+        else:
+            await conn.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", (f"claim:{worker_id}:{key}",))
+            prior = await conn.execute(_PRIOR_CLAIMS, (worker_id, key))
+            cur = await conn.execute(_CLAIMABLE_UNLESS_KEYED, (caps, worker_id, key, limit))
         # Sent with the claim's select (one round trip), and run after it: the time is read once the locks are held.
         clock = await conn.execute("SELECT clock_timestamp()")
+        if prior is not None:
+            earlier = await prior.fetchall()
+            if earlier:  # a resend: the guard kept the select from claiming more
+                return [
+                    Claim(rollout_id, attempt_id, seq, input_, mode, resources_id, config, metadata or {})
+                    for rollout_id, attempt_id, seq, input_, mode, resources_id, config, metadata, active in earlier
+                    if active
+                ], []
         rows = await cur.fetchall()
         if not rows:
             return [], []
@@ -175,10 +211,11 @@ async def claim(
         columns = list(zip(*attempts, strict=True))
         await conn.execute(
             "INSERT INTO lifecycle_attempts (attempt_id, rollout_id, sequence_id, worker_id, status, claimed_at,"
-            " last_seen, timeout_at, unresponsive_at) SELECT a.id, a.rid, a.seq, %s, a.status, %s, %s, a.t, a.u"
+            " last_seen, timeout_at, unresponsive_at, claim_key)"
+            " SELECT a.id, a.rid, a.seq, %s, a.status, %s, %s, a.t, a.u, %s"
             " FROM unnest(%b::text[], %b::text[], %b::int[], %b::text[], %b::timestamptz[], %b::timestamptz[])"
             " AS a(id, rid, seq, status, t, u)",
-            (worker_id, now, now, *(list(c) for c in columns)),
+            (worker_id, now, now, key, *(list(c) for c in columns)),
         )
         ids = await outbox.append(conn, publisher, events)
     return claims, ids

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 from typing import TYPE_CHECKING, Annotated, Any
 
-from fastapi import APIRouter, Path, Request
+from fastapi import APIRouter, Header, Path, Request
 
 from producers import lifecycle, lifecycle_endings, lifecycle_reports, outbox
 from producers.commands import SOURCE, EnvelopeDep, PoolDep, PublisherDep, RelayDep
@@ -41,6 +41,16 @@ if TYPE_CHECKING:
 router = APIRouter(prefix="/v1", tags=["runners"])
 IdPath = Annotated[str, Path(pattern=ID_PATTERN)]
 WorkerPath = Annotated[str, Path(pattern=NAME_PATTERN)]
+ClaimKeyHeader = Annotated[
+    str | None,
+    Header(
+        alias="Idempotency-Key",
+        min_length=1,
+        max_length=200,
+        pattern=r"^[!-~]+$",
+        description="a dequeue resent with its key (its answer was lost) answers the same claims, claiming no more",
+    ),
+]
 _RESPONSES: dict[int | str, dict[str, Any]] = {
     404: {"description": "no such rollout or attempt"},
     409: {"description": "the attempt was claimed by another worker"},
@@ -88,12 +98,19 @@ async def deregister_worker(
 # -- claims -----------------------------------------------------------------------------------------------------
 @router.post("/rollouts/dequeue", response_model=ClaimsOut)
 async def dequeue(
-    body: DequeueIn, publisher: PublisherDep, pool: PoolDep, relay: RelayDep, envelope: EnvelopeDep
+    body: DequeueIn,
+    *,
+    publisher: PublisherDep,
+    pool: PoolDep,
+    relay: RelayDep,
+    envelope: EnvelopeDep,
+    idempotency_key: ClaimKeyHeader = None,
 ) -> ClaimsOut:
     """Claim up to ``limit`` rollouts (priority first, then enqueue order, capabilities permitting).
 
     Each claim creates the rollout's next attempt (``preparing``) exactly once, whatever the concurrency.
-    With ``wait_ms``, waits that long for something claimable before answering with no claims.
+    With ``wait_ms``, waits that long for something claimable before answering with no claims. With an
+    ``Idempotency-Key`` the worker used before, answers that dequeue's claims still active and claims nothing.
     """
     loop = asyncio.get_running_loop()
     deadline = loop.time() + body.wait_ms / 1000
@@ -107,6 +124,7 @@ async def dequeue(
                 limit=body.limit,
                 envelope=envelope,
                 start=body.start,
+                key=idempotency_key,
             )
         if claims:
             relay.kick()

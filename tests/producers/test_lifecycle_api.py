@@ -32,8 +32,9 @@ async def enqueue(api, *items) -> str:
     return position
 
 
-async def dequeue(api, worker_id: str, limit: int = 1, **extra) -> list[dict[str, Any]]:
-    answer = await api.post("/v1/rollouts/dequeue", json={"worker_id": worker_id, "limit": limit, **extra})
+async def dequeue(api, worker_id: str, limit: int = 1, headers=None, **extra) -> list[dict[str, Any]]:
+    body = {"worker_id": worker_id, "limit": limit, **extra}
+    answer = await api.post("/v1/rollouts/dequeue", json=body, headers=headers)
     assert answer.status_code == 200, answer.text
     claims: list[dict[str, Any]] = answer.json()["claims"]
     return claims
@@ -203,3 +204,27 @@ async def test_worker_capabilities_are_bounded_at_the_door(api):
     empty = {"worker_id": "w1", "capabilities": [""], "limit": 1}
     assert (await api.post("/v1/rollouts/dequeue", json=empty)).status_code == 422
     assert (await api.post("/v1/workers/register", json={"worker_id": "a/b"})).status_code == 422
+
+
+async def test_a_dequeue_resent_with_its_key_answers_its_claims_and_claims_no_more(api):
+    await enqueue(api, *({"rollout_id": f"ro-key-{i}", "input": i} for i in range(6)))
+    first = await dequeue(api, "w-key", limit=2, headers={"Idempotency-Key": "k-1"})
+    assert [c["rollout_id"] for c in first] == ["ro-key-0", "ro-key-1"]
+    # The same key again (the first answer was lost): the same claims, the same attempts, nothing more claimed.
+    assert await dequeue(api, "w-key", limit=5, headers={"Idempotency-Key": "k-1"}) == first
+    # One of them ends: a resend answers only the one still active.
+    await report(api, first[0], "finish", worker_id="w-key", status="succeeded")
+    assert await dequeue(api, "w-key", limit=2, headers={"Idempotency-Key": "k-1"}) == first[1:]
+    # A key is the worker's own: another worker with the same key claims for itself.
+    assert [c["rollout_id"] for c in await dequeue(api, "w-other", headers={"Idempotency-Key": "k-1"})] == ["ro-key-2"]
+    # Resends racing each other (the client gave up on the first): one claim, answered to both.
+    racing = await asyncio.gather(*(dequeue(api, "w-key", limit=2, headers={"Idempotency-Key": "k-2"}) for _ in range(4)))
+    assert [c["rollout_id"] for c in racing[0]] == ["ro-key-3", "ro-key-4"]
+    assert all(answer == racing[0] for answer in racing)
+    assert [c["rollout_id"] for c in await dequeue(api, "w-key", limit=5)] == ["ro-key-5"]
+
+
+async def test_a_dequeue_key_that_is_not_a_printable_token_is_refused(api):
+    for key in ("has space", "x" * 201, "tab\there"):
+        answer = await api.post("/v1/rollouts/dequeue", json={"worker_id": "w-key"}, headers={"Idempotency-Key": key})
+        assert answer.status_code == 422, (key, answer.text)

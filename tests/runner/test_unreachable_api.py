@@ -85,3 +85,18 @@ async def test_reports_survive_a_failing_network_in_order_with_the_same_ids(app,
     assert {s.attempt_id for s in spans} == {record.attempt_id}
     rewards = await events_of(kafka_bootstrap, kafka_topics, RewardAssigned, "ro-cutoff", count=1)
     assert [(r.value, r.attempt_id) for r in rewards] == [(0.75, record.attempt_id)]
+
+
+async def test_a_claim_whose_answer_was_lost_is_answered_again_and_run_once(app, client, kafka_bootstrap, kafka_topics):
+    await client.enqueue_rollouts([{"rollout_id": f"ro-lost-claim-{i}", "input": {"x": i}} for i in range(2)])
+    # The API claims both rollouts and its answer is lost (it died after committing, say).
+    cutoff = Cutoff(httpx.ASGITransport(app=app), before={}, after={"dequeue": 1})
+    http = httpx.AsyncClient(transport=cutoff, base_url="http://api", timeout=60)
+    async with AsyncClient("http://api", http=http, retry=RetryPolicy(attempts=1)) as flaky:
+        runner = Runner(agents.traced, flaky, RunnerOptions(max_rollouts=2, slots=2, heartbeat_s=60))
+        # Without the key, the resend claims nothing (both are taken) and the runner waits for ever.
+        assert await asyncio.wait_for(runner.run(), 60) == Counter({"succeeded": 2})
+    assert cutoff.sent.count("dequeue") == 2
+    done = [r.model_dump() for r in await client.wait_rollouts([f"ro-lost-claim-{i}" for i in range(2)], 30)]
+    assert [(r["status"], [a["sequence_id"] for a in r["attempts"]]) for r in done] == [("succeeded", [1])] * 2
+    assert {r["attempts"][0]["attempt_id"] for r in done} == {record.attempt_id for record in runner.records}

@@ -218,7 +218,9 @@ async def test_a_dequeue_resent_with_its_key_answers_its_claims_and_claims_no_mo
     # A key is the worker's own: another worker with the same key claims for itself.
     assert [c["rollout_id"] for c in await dequeue(api, "w-other", headers={"Idempotency-Key": "k-1"})] == ["ro-key-2"]
     # Resends racing each other (the client gave up on the first): one claim, answered to both.
-    racing = await asyncio.gather(*(dequeue(api, "w-key", limit=2, headers={"Idempotency-Key": "k-2"}) for _ in range(4)))
+    racing = await asyncio.gather(
+        *(dequeue(api, "w-key", limit=2, headers={"Idempotency-Key": "k-2"}) for _ in range(4))
+    )
     assert [c["rollout_id"] for c in racing[0]] == ["ro-key-3", "ro-key-4"]
     assert all(answer == racing[0] for answer in racing)
     assert [c["rollout_id"] for c in await dequeue(api, "w-key", limit=5)] == ["ro-key-5"]

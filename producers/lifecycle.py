@@ -111,14 +111,9 @@ async def insert_rollouts(conn: AsyncConnection[Any], events: Sequence[RolloutEn
 
 
 # -- claims -------------------------------------------------------------------------------------------------
+#: Claimable rollouts, none when the worker's key claimed before (a resend; read once the key's lock is held).
+#: Unkeyed, the key is NULL and the guard holds: ``claim_key = NULL`` matches no row.
 _CLAIMABLE = (
-    "SELECT rollout_id, status, seq, config, attempt_count, latest_attempt_id, input, mode, resources_id,"
-    " metadata FROM lifecycle_rollouts"
-    " WHERE status IN ('queuing', 'requeuing') AND required_capabilities <@ %b::text[]"
-    " ORDER BY priority DESC, queue_order LIMIT %s FOR UPDATE SKIP LOCKED"
-)
-#: The same, claiming nothing when the worker's key claimed before (read after the key's lock is held).
-_CLAIMABLE_UNLESS_KEYED = (
     "SELECT rollout_id, status, seq, config, attempt_count, latest_attempt_id, input, mode, resources_id,"
     " metadata FROM lifecycle_rollouts"
     " WHERE status IN ('queuing', 'requeuing') AND required_capabilities <@ %b::text[]"
@@ -154,14 +149,11 @@ async def claim(
     are serialised by a transaction lock, so a resend racing its original waits for it and answers its claims.
     """
     async with pipelined_transaction(conn):
-        caps = sorted(set(capabilities))
-        if key is None:
-            prior = None
-            cur = await conn.execute(_CLAIMABLE, (caps, limit))
-        else:
+        prior = None
+        if key is not None:
             await conn.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", (f"claim:{worker_id}:{key}",))
             prior = await conn.execute(_PRIOR_CLAIMS, (worker_id, key))
-            cur = await conn.execute(_CLAIMABLE_UNLESS_KEYED, (caps, worker_id, key, limit))
+        cur = await conn.execute(_CLAIMABLE, (sorted(set(capabilities)), worker_id, key, limit))
         # Sent with the claim's select (one round trip), and run after it: the time is read once the locks are held.
         clock = await conn.execute("SELECT clock_timestamp()")
         if prior is not None:

@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from operator import attrgetter
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from aiokafka import TopicPartition
 
@@ -83,21 +83,22 @@ class PipelinedPump:
         collections = Collections()
         waits = 0
         releasing: asyncio.Task[None] | None = None
+        stopping = asyncio.create_task(stop.wait())
         try:
             with gc_paused():
                 while not stop.is_set() and not until():
                     behind = partitions_behind(consumer, self._fetched_to)
                     productive = True
                     if waits or pending.task.done() or not ready(aligned, behind, worker.batch_size):
-                        fetched = await pending.task
+                        fetched = await _unless_stopped(pending, stopping)
+                        if fetched is None:
+                            break  # stopped: the prefetch is given back below
                         productive = bool(fetched)
                         self._absorb(aligned, fetched, select)  # the assignment may have changed meanwhile
                         behind = partitions_behind(consumer, self._fetched_to)
                         pending = Prefetch(self._fetch, self._wanted(aligned, behind))
                     assigned = consumer.assignment()
-                    for tp in aligned.partitions():
-                        if tp not in assigned:  # revoked by a rebalance: its new owner applies it
-                            aligned.drop(tp)
+                    _drop_revoked(aligned, assigned)
                     # Waiting for a partition that is behind pays while fetches bring records; a fetch that
                     # brings none means it is slow or unreachable: go on without it until it delivers.
                     force = not productive or waits >= len(assigned)
@@ -118,14 +119,20 @@ class PipelinedPump:
                         on_batch(outcome)
                     collections.between_batches()
         finally:
+            stopping.cancel()
             if releasing is not None:
                 await releasing
             self._aligned = None
-            for tp in aligned.partitions():
-                first = aligned.drop(tp)
-                if first is not None and tp in consumer.assignment():
-                    worker.seek(tp, first.offset)
+            self._rewind(aligned)
             await self._give_back(pending)
+
+    def _rewind(self, aligned: TimeAligned[TopicPartition, Record, Decoded]) -> None:
+        """Move each partition back to its first record fetched and not applied, so the next run fetches it."""
+        assert self.worker.consumer is not None
+        for tp in aligned.partitions():
+            first = aligned.drop(tp)
+            if first is not None and tp in self.worker.consumer.assignment():
+                self.worker.seek(tp, first.offset)
 
     def _wanted(
         self,
@@ -201,3 +208,22 @@ class PipelinedPump:
         for tp, first_offset, seeks in pending.taken:
             if seeks == self._seeks.get(tp, 0) and tp in self.worker.consumer.assignment():
                 self.worker.seek(tp, first_offset)
+
+
+async def _unless_stopped(pending: Prefetch, stopping: asyncio.Task[Any]) -> Fetched | None:
+    """What ``pending`` fetched; ``None`` if ``stopping`` ends first.
+
+    A fetch waits without limit while the group rebalances (aiokafka's getmany waits for the next assignment),
+    and a rebalance lasts until every member has rejoined: a stop must not wait for that.
+    """
+    if not pending.task.done():
+        await asyncio.wait((pending.task, stopping), return_when=asyncio.FIRST_COMPLETED)
+        if not pending.task.done():
+            return None
+    return pending.task.result()
+
+
+def _drop_revoked(aligned: TimeAligned[TopicPartition, Record, Decoded], assigned: set[TopicPartition]) -> None:
+    for tp in aligned.partitions():
+        if tp not in assigned:  # revoked by a rebalance: its new owner applies it
+            aligned.drop(tp)

@@ -61,6 +61,16 @@ class Claim:
 
 
 @dataclass(frozen=True)
+class Claimed:
+    """A claim's answer: the claims, the outbox rows that carry their events, and whether it answered a resend."""
+
+    claims: list[Claim]
+    ids: list[int]
+    #: the worker claimed with this key before: ``claims`` are that claim's attempts still active (maybe none)
+    resent: bool = False
+
+
+@dataclass(frozen=True)
 class Outcome:
     """A decision's answer: the verdict for the runner and the outbox rows that carry its events."""
 
@@ -138,7 +148,7 @@ async def claim(
     envelope: dict[str, Any],
     start: bool = False,
     key: str | None = None,
-) -> tuple[list[Claim], list[int]]:
+) -> Claimed:
     """Claim up to ``limit`` rollouts for ``worker_id`` in one transaction; each gets its next attempt.
 
     With ``start``, each attempt starts ``running`` at once (one decision): a runner that starts work the
@@ -159,14 +169,15 @@ async def claim(
         if prior is not None:
             earlier = await prior.fetchall()
             if earlier:  # a resend: the guard kept the select from claiming more
-                return [
+                active = [
                     Claim(rollout_id, attempt_id, seq, input_, mode, resources_id, config, metadata or {})
-                    for rollout_id, attempt_id, seq, input_, mode, resources_id, config, metadata, active in earlier
-                    if active
-                ], []
+                    for rollout_id, attempt_id, seq, input_, mode, resources_id, config, metadata, live in earlier
+                    if live
+                ]
+                return Claimed(active, [], resent=True)
         rows = await cur.fetchall()
         if not rows:
-            return [], []
+            return Claimed([], [])
         row = await clock.fetchone()
         assert row is not None
         now: datetime = row[0]
@@ -210,7 +221,7 @@ async def claim(
             (worker_id, now, now, key, *(list(c) for c in columns)),
         )
         ids = await outbox.append(conn, publisher, events)
-    return claims, ids
+    return Claimed(claims, ids)
 
 
 async def save_rollouts(conn: AsyncConnection[Any], rollouts: Sequence[RolloutState], now: datetime) -> None:

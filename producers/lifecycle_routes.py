@@ -116,7 +116,7 @@ async def dequeue(
     deadline = loop.time() + body.wait_ms / 1000
     while True:
         async with pool.connection() as conn:
-            claims, _ = await lifecycle.claim(
+            claimed = await lifecycle.claim(
                 conn,
                 publisher,
                 worker_id=body.worker_id,
@@ -126,9 +126,12 @@ async def dequeue(
                 start=body.start,
                 key=idempotency_key,
             )
-        if claims:
+        if claimed.ids:
             relay.kick()
-            return ClaimsOut(claims=[ClaimOut(**vars(c)) for c in claims])
+        # A resend is answered at once, even when its claims have all ended since: its key claims nothing more,
+        # so a long poll would only delay the same empty answer.
+        if claimed.claims or claimed.resent:
+            return ClaimsOut(claims=[ClaimOut(**vars(c)) for c in claimed.claims])
         remaining = deadline - loop.time()
         if remaining <= 0:
             return ClaimsOut(claims=[])

@@ -100,13 +100,13 @@ async def enqueue(body: EnqueueManyRequest, svc: ServicesDep) -> list[Rollout]:
 
 async def _claim(svc: Services, worker_id: str, capabilities: list[str], limit: int) -> list[AttemptedRollout]:
     async with svc.pool.connection() as conn:
-        claims, ids = await lifecycle.claim(
+        claimed = await lifecycle.claim(
             conn, svc.publisher, worker_id=worker_id, capabilities=capabilities, limit=limit, envelope=svc.envelope
         )
-        if ids:
+        if claimed.ids:
             svc.relay.kick()
         answers = []
-        for claim in claims:
+        for claim in claimed.claims:
             found = await write_model.rollout(conn, claim.rollout_id)
             assert isinstance(found, AttemptedRollout)
             answers.append(found)

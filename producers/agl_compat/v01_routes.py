@@ -101,11 +101,12 @@ async def _resources(svc: Services, resources_id: str | None) -> ResourcesV01 | 
 async def next_task(svc: ServicesDep) -> TaskIfAny:
     """Claim the next rollout (never 404 or 503: an empty answer says to poll again)."""
     async with svc.pool.connection() as conn:
-        claims, ids = await lifecycle.claim(
+        claimed = await lifecycle.claim(
             conn, svc.publisher, worker_id=V01_WORKER, capabilities=(), limit=1, envelope=svc.envelope
         )
-        if ids:
+        if claimed.ids:
             svc.relay.kick()
+        claims = claimed.claims
         rollout = await write_model.rollout(conn, claims[0].rollout_id) if claims else None
     if rollout is None or not claims:
         return TaskIfAny(is_available=False)

@@ -215,6 +215,11 @@ async def test_a_dequeue_resent_with_its_key_answers_its_claims_and_claims_no_mo
     # One of them ends: a resend answers only the one still active.
     await report(api, first[0], "finish", worker_id="w-key", status="succeeded")
     assert await dequeue(api, "w-key", limit=2, headers={"Idempotency-Key": "k-1"}) == first[1:]
+    # All of them ended: a resend answers none at once, without the long poll an unkeyed dequeue would wait.
+    await report(api, first[1], "finish", worker_id="w-key", status="succeeded")
+    started = asyncio.get_running_loop().time()
+    assert await dequeue(api, "w-key", limit=2, wait_ms=20_000, headers={"Idempotency-Key": "k-1"}) == []
+    assert asyncio.get_running_loop().time() - started < 10
     # A key is the worker's own: another worker with the same key claims for itself.
     assert [c["rollout_id"] for c in await dequeue(api, "w-other", headers={"Idempotency-Key": "k-1"})] == ["ro-key-2"]
     # Resends racing each other (the client gave up on the first): one claim, answered to both.

@@ -152,11 +152,19 @@ class StoredRollout:
 async def stored_rollouts(
     conn: AsyncConnection[Any], publisher: EventPublisher, rollout_ids: Sequence[str]
 ) -> dict[str, StoredRollout]:
-    """The stored rollouts; one reserved before the outbox existed and never published enters it now."""
+    """The stored rollouts; one reserved before the outbox existed and never published enters it now.
+
+    A rollout whose outbox row is published answers that row's position at once. Read in the same statement as
+    the rollout, it cannot be missed: the prune copies the position and deletes the row in one statement
+    (producers.outbox_retention), so a snapshot holds one or the other. Read later, by waiting for the row, a
+    prune in between left the waiter nothing to find.
+    """
     async with conn.transaction():
         cur = await conn.execute(
-            'SELECT rollout_id, event, topic, "partition", "offset", outbox_id FROM command_rollouts'
-            " WHERE rollout_id = ANY(%b) ORDER BY rollout_id FOR UPDATE",
+            'SELECT c.rollout_id, c.event, COALESCE(c.topic, o.topic), COALESCE(c."partition", o."partition"),'
+            ' COALESCE(c."offset", o."offset"), c.outbox_id FROM command_rollouts c'
+            " LEFT JOIN outbox o ON c.topic IS NULL AND o.id = c.outbox_id AND o.published"
+            " WHERE c.rollout_id = ANY(%b) ORDER BY c.rollout_id FOR UPDATE OF c",
             (list(rollout_ids),),
         )
         found: dict[str, StoredRollout] = {}

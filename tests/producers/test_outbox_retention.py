@@ -95,6 +95,31 @@ async def test_a_rollout_enqueued_before_the_retention_still_answers_its_positio
         assert stored.event.event_id == event.event_id
 
 
+async def test_a_published_rollout_answers_its_position_before_the_prune_as_after(pg_url: str) -> None:
+    """A re-enqueue reads its rollout, then the prune deletes the row: the position was read with the rollout.
+
+    Read by waiting for the outbox row instead, it was gone, and the re-enqueue was answered 503 after
+    ``AGL_API_PUBLISH_WAIT_S``.
+    """
+    publisher = EventPublisher("unused:9092")
+    event, pending = make_rollout_enqueued(), make_rollout_enqueued()
+    async with await _migrated(pg_url) as conn:
+        ids = await reserve_rollouts(conn, publisher, [(event, "digest"), (pending, "digest")])
+        outbox_id = ids[event.rollout_id]
+        await _publish(conn, [outbox_id])
+        cur = await conn.execute("SELECT topic FROM outbox WHERE id = %s", (outbox_id,))
+        position = Position(topic=(await cur.fetchone() or [""])[0], partition=0, offset=outbox_id)
+        await _age(conn, "outbox", "id", [outbox_id], days=8)
+
+        before = await stored_rollouts(conn, publisher, [event.rollout_id, pending.rollout_id])
+        assert before[event.rollout_id].position == position
+        assert before[pending.rollout_id].position is None, "not published: the relay's waiters answer it"
+        assert before[pending.rollout_id].outbox_id == ids[pending.rollout_id]
+        assert await prune_outbox(conn, 7 * DAY_S) == 1
+        after = await stored_rollouts(conn, publisher, [event.rollout_id])
+        assert after[event.rollout_id].position == position
+
+
 async def test_idempotency_keys_expire_with_the_retention(pg_url: str) -> None:
     async with await _migrated(pg_url) as conn:
         for key in ("old", "young"):

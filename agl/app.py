@@ -18,6 +18,7 @@ from agl.observability.readiness import ReadinessCache
 from agl.router import router_for
 from consumers.routes import router as projections_router
 from consumers.routes import stalled_projections
+from core.pg_session import configure_session
 from knowledge.routes import router as context_router
 from producers.agl_compat import mount_agl_compat
 from producers.api import mount_commands, running_commands
@@ -105,6 +106,7 @@ def create_app(settings: Settings) -> FastAPI:
                 timeout=settings.api_pool_timeout_s,
                 open=False,
                 kwargs={"autocommit": True},
+                configure=configure_session,
             )
             await pool.open()
             stack.push_async_callback(pool.close)

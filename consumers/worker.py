@@ -43,6 +43,7 @@ from consumers.pipelined_pump import PipelinedPump
 from consumers.prefetch import consumed_positions
 from consumers.projection_consumer import new_consumer, take_partitions
 from consumers.version_gate import VERSION_POLL_S, await_own_version, refuse_newer
+from core.pg_session import configure_session
 from projections.tracking import (
     Generation,
     ensure_active_generation,
@@ -210,9 +211,9 @@ class ProjectionWorker:
         if self._conn is None or self._conn.closed or self._conn.broken:
             if self._conn is not None:
                 await self._conn.close()
-            self._conn = await psycopg.AsyncConnection.connect(
-                self.database_url, autocommit=True, **self._connect_kwargs
-            )
+            conn = await psycopg.AsyncConnection.connect(self.database_url, autocommit=True, **self._connect_kwargs)
+            await configure_session(conn)
+            self._conn = conn
         return self._conn
 
     async def _load_generation(self, conn: psycopg.AsyncConnection[Any]) -> bool:

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 import psycopg
 
+from core.pg_session import configure_session
 from producers.outbox_retention import PRUNE_EVERY_S, prune_outbox
 from schemas import Position
 
@@ -236,6 +237,7 @@ class OutboxRelay:
             await psycopg.AsyncConnection.connect(self._url, autocommit=True) as conn,
             await psycopg.AsyncConnection.connect(self._url, autocommit=True) as listener,
         ):
+            await configure_session(conn)
             await listener.execute(f"LISTEN {PENDING_CHANNEL}")
             await listener.execute(f"LISTEN {PUBLISHED_CHANNEL}")
             listening = asyncio.create_task(self._listen(listener), name="outbox-relay-listener")

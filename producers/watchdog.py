@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 
 import psycopg
 
+from core.pg_session import configure_session
 from producers.idempotency import migrate_commands
 from producers.lifecycle_endings import expire_overdue
 from producers.outbox import OutboxRelay
@@ -40,6 +41,7 @@ async def run_watchdog(settings: Settings, stop: asyncio.Event, *, interval_s: f
         while not stop.is_set():
             try:
                 async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
+                    await configure_session(conn)
                     while not stop.is_set():
                         ended = await expire_overdue(conn, publisher, {"source": SOURCE})
                         if ended:

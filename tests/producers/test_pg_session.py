@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import psycopg
@@ -9,7 +11,9 @@ import pytest
 from fastapi import FastAPI
 
 from consumers.worker import ProjectionWorker
+from core.config import Settings
 from core.pg_session import configure_session
+from producers import outbox, watchdog
 from projections.rollouts import PROJECTION
 
 pytestmark = pytest.mark.pg
@@ -77,3 +81,33 @@ async def test_the_projection_worker_and_the_api_pool_plan_each_execution(pg_url
         assert await _plan_cache_mode(conn) == "force_custom_plan"
     async with await psycopg.AsyncConnection.connect(pg_url) as other:
         assert await _plan_cache_mode(other) == "auto", "the database's default is left alone"
+
+
+@pytest.mark.kafka
+async def test_the_outbox_relay_and_the_watchdog_plan_each_execution(
+    pg_url: str, kafka_bootstrap: str, kafka_topics: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each configures the connection it works on; what that connection then shows is recorded, by module."""
+    seen: dict[str, str] = {}
+
+    def spying(module: str) -> Callable[[psycopg.AsyncConnection[Any]], Awaitable[None]]:
+        async def spy(conn: psycopg.AsyncConnection[Any]) -> None:
+            await configure_session(conn)
+            seen[module] = await _plan_cache_mode(conn)
+
+        return spy
+
+    monkeypatch.setattr(outbox, "configure_session", spying("relay"))
+    monkeypatch.setattr(watchdog, "configure_session", spying("watchdog"))
+    settings = Settings(database_url=pg_url, kafka_bootstrap=kafka_bootstrap, topic_prefix=kafka_topics)
+    stop = asyncio.Event()
+    running = asyncio.create_task(watchdog.run_watchdog(settings, stop, interval_s=0.05))
+    try:
+        for _ in range(400):
+            if len(seen) == 2 or running.done():
+                break
+            await asyncio.sleep(0.05)
+    finally:
+        stop.set()
+        await asyncio.wait_for(running, 30)
+    assert seen == {"relay": "force_custom_plan", "watchdog": "force_custom_plan"}

@@ -212,7 +212,11 @@ class ProjectionWorker:
             if self._conn is not None:
                 await self._conn.close()
             conn = await psycopg.AsyncConnection.connect(self.database_url, autocommit=True, **self._connect_kwargs)
-            await configure_session(conn)
+            try:
+                await configure_session(conn)
+            except BaseException:
+                await conn.close()  # it broke as it opened: the next call opens another
+                raise
             self._conn = conn
         return self._conn
 

@@ -10,6 +10,7 @@ import psycopg
 import pytest
 from fastapi import FastAPI
 
+from consumers import worker as worker_module
 from consumers.worker import ProjectionWorker
 from core.config import Settings
 from core.pg_session import configure_session
@@ -111,3 +112,22 @@ async def test_the_outbox_relay_and_the_watchdog_plan_each_execution(
         stop.set()
         await asyncio.wait_for(running, 30)
     assert seen == {"relay": "force_custom_plan", "watchdog": "force_custom_plan"}
+
+
+async def test_a_worker_connection_that_fails_its_session_setting_is_closed(
+    pg_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    opened: list[psycopg.AsyncConnection[Any]] = []
+
+    async def failing(conn: psycopg.AsyncConnection[Any]) -> None:
+        opened.append(conn)
+        raise psycopg.OperationalError("the server closed the connection")
+
+    monkeypatch.setattr(worker_module, "configure_session", failing)
+    worker = ProjectionWorker(PROJECTION, bootstrap="unused:9092", database_url=pg_url)
+    with pytest.raises(psycopg.OperationalError):
+        await worker.connection()
+    assert len(opened) == 1 and opened[0].closed
+    monkeypatch.undo()
+    async with await worker.connection() as conn:  # the next call opens another
+        assert conn is not opened[0] and await _plan_cache_mode(conn) == "force_custom_plan"

@@ -1,4 +1,6 @@
-"""What every long-lived PostgreSQL connection of ours sets for its session.
+"""What the long-lived connections that run our queries set for their sessions: the projection workers' (a
+rebuild's too), the API's pool, the outbox relay's publishing connection and the watchdog's. Short-lived ones and
+those that only LISTEN are left as they are.
 
 ``plan_cache_mode = force_custom_plan``. psycopg prepares a statement from its fifth execution, and PostgreSQL
 then keeps one generic plan for it once that plan costs no more than the custom plans made so far. On a table

@@ -13,8 +13,9 @@ first through ``POST /v1/spans`` in batches keyed by an Idempotency-Key.
 A heartbeat loop reports the worker (slots, busy slots, current attempts) and every running attempt; an
 attempt whose verdict says ``cancelled`` has its agent cancelled (an ``async`` agent's task is cancelled; a sync
 agent's thread cannot be interrupted, so its result is dropped when it returns). :meth:`Runner.stop` (SIGTERM)
-drains: no new claims, running attempts get ``drain_grace_s`` to finish, those still running then are cancelled
-and reported failed, and the worker deregisters.
+drains: no new claims (a dequeue left unanswered is asked once more, with its key, so that claims the API made
+for it are run rather than abandoned), running attempts get ``drain_grace_s`` to finish, those still running
+then are cancelled and reported failed, and the worker deregisters.
 """
 
 from __future__ import annotations
@@ -95,6 +96,8 @@ class Runner:
         self.ends: Counter[str] = Counter()
         self._active: dict[str, _Active] = {}
         self._claimed = 0
+        #: The Idempotency-Key of a dequeue sent and not yet answered (its claims may exist on the API's side).
+        self._claim_key: str | None = None
         self._stopping = asyncio.Event()
         self._slot_freed = asyncio.Event()
         self._executor: ThreadPoolExecutor | None = None
@@ -124,6 +127,7 @@ class Runner:
                 heartbeats = asyncio.create_task(self._heartbeats())
                 try:
                     await self._claim_loop(attempts)
+                    await self._collect_unanswered(attempts)
                     await self._drain()
                 finally:
                     heartbeats.cancel()
@@ -177,7 +181,6 @@ class Runner:
         idle_since = time.monotonic()
         # A dequeue unanswered (the API died after claiming, say) is resent with its key until answered: the API
         # then answers the claims it made, which would otherwise be held by nobody until the watchdog ends them.
-        key: str | None = None
         while not self.stopping and self._budget_left() != 0:
             free = opts.slots - len(self._active)
             if free <= 0:
@@ -194,7 +197,7 @@ class Runner:
                 wait_ms = min(wait_ms, max(1, int(left_s * 1000)))
             budget = self._budget_left()
             limit = min(free, 100, budget if budget is not None else free)
-            key = key or f"claim-{uuid.uuid4().hex}"
+            key = self._claim_key = self._claim_key or f"claim-{uuid.uuid4().hex}"
             try:
                 # Claimed attempts start at once: the claim records them running (no report of its own).
                 claims = await self.client.dequeue(
@@ -210,11 +213,45 @@ class Runner:
                 continue
             except CommandRejected as e:
                 raise RunnerError(f"the API refused to hand out rollouts to {self.worker_id!r}: {e}") from e
-            backoff, key = Backoff(), None
+            backoff, self._claim_key = Backoff(), None
             for claim in claims:
                 self._start(attempts, claim)
             if claims:
                 idle_since = time.monotonic()
+
+    async def _collect_unanswered(self, attempts: asyncio.TaskGroup) -> None:
+        """Resend a dequeue the loop left unanswered (stopped while the API was unreachable) and run its claims.
+
+        The API may have claimed rollouts for it before its answer was lost. Deregistering without them would end
+        their attempts ``unresponsive`` though nothing ran them, which fails a rollout that allows no retry. The
+        resend (``limit=1``, no wait) answers the key's claims and claims nothing more; had the first send never
+        reached the API, it may claim one rollout, which the drain then runs like the others.
+        """
+        key = self._claim_key
+        if key is None:
+            return
+        opts = self.options
+        try:
+            claims = await asyncio.wait_for(
+                deliver(
+                    "dequeue",
+                    lambda: self.client.dequeue(
+                        self.worker_id,
+                        limit=1,
+                        capabilities=opts.capabilities,
+                        wait_ms=0,
+                        start=True,
+                        idempotency_key=key,
+                    ),
+                ),
+                opts.drain_grace_s,
+            )
+        except (TimeoutError, CommandRejected) as e:
+            log.warning("worker %s could not ask again for its unanswered claims (%r)", self.worker_id, e)
+            return
+        self._claim_key = None
+        for claim in claims:
+            self._start(attempts, claim)
 
     def _start(self, attempts: asyncio.TaskGroup, claim: Claim) -> None:
         self._claimed += 1

@@ -100,3 +100,32 @@ async def test_a_claim_whose_answer_was_lost_is_answered_again_and_run_once(app,
     done = [r.model_dump() for r in await client.wait_rollouts([f"ro-lost-claim-{i}" for i in range(2)], 30)]
     assert [(r["status"], [a["sequence_id"] for a in r["attempts"]]) for r in done] == [("succeeded", [1])] * 2
     assert {r["attempts"][0]["attempt_id"] for r in done} == {record.attempt_id for record in runner.records}
+
+
+class StopOnLostAnswer(Cutoff):
+    """A Cutoff that calls ``on_lost`` when it loses an answer: the runner is told to stop at that moment."""
+
+    on_lost: Any = None
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        try:
+            return await super().handle_async_request(request)
+        except httpx.ReadError:
+            self.on_lost()
+            raise
+
+
+async def test_a_runner_stopped_with_a_claim_unanswered_runs_its_claims_before_leaving(app, client):
+    ids = [f"ro-stop-unanswered-{i}" for i in range(2)]
+    await client.enqueue_rollouts([{"rollout_id": i, "input": {"x": 1}} for i in ids])
+    # The API claims both rollouts, the answer is lost, and the runner is stopped before it resends.
+    cutoff = StopOnLostAnswer(httpx.ASGITransport(app=app), before={}, after={"dequeue": 1})
+    http = httpx.AsyncClient(transport=cutoff, base_url="http://api", timeout=60)
+    async with AsyncClient("http://api", http=http, retry=RetryPolicy(attempts=1)) as flaky:
+        runner = Runner(agents.traced, flaky, RunnerOptions(slots=2, heartbeat_s=60, poll_wait_ms=100))
+        cutoff.on_lost = runner.stop
+        assert await asyncio.wait_for(runner.run(), 60) == Counter({"succeeded": 2})
+    # Deregistering without asking again would have ended both attempts unresponsive, with nothing run.
+    assert cutoff.sent.count("dequeue") == 2 and cutoff.sent[-1] == "deregister"
+    done = [r.model_dump() for r in await client.wait_rollouts(ids, 30)]
+    assert [(r["status"], [a["status"] for a in r["attempts"]]) for r in done] == [("succeeded", ["succeeded"])] * 2

@@ -150,10 +150,17 @@ class ProjectionWorker:
         """Connect; join the group unless the active generation is older than this code (``run`` waits then)."""
         assert self.consumer is None and not self._started, "Did you call start twice?"
         self._started = True
-        conn = await self.connection()
-        if await self._load_generation(conn):
-            await self._open_consumer()
-        else:
+        try:
+            conn = await self.connection()
+            opened = await self._load_generation(conn)
+            if opened:
+                await self._open_consumer()
+        except BaseException:
+            # ``async with`` calls no ``__aexit__`` for a failed start: close what it opened (a process that runs
+            # several workers starts a failed one again, and must not leak a connection each time).
+            await self.stop()
+            raise
+        if not opened:
             assert self._waiting_for is not None
             log.warning(
                 "%s: the active generation is version %d, this code is version %d: waiting, writing nothing, "

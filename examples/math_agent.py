@@ -1,4 +1,4 @@
-"""An example agent: ask the LLM a short arithmetic question, reward 1.0 for the right number, else 0.0.
+"""An example agent: ask the LLM a short arithmetic question, reward 1.0 for the right result, else 0.0.
 
 Run it on the tasks shipped beside it, against a running stack (``agl up``)::
 
@@ -13,7 +13,10 @@ or from a script or notebook, without a runner of your own::
         print(rollout.status, rollout.reward, rollout.input["question"])
 
 The LLM is the ``llm`` resource published on the stack (``agl up`` publishes its embedded model). A small model
-such as SmolLM2-135M is often wrong: then the reward is 0.0 and the attempt still succeeds.
+such as SmolLM2-135M is often wrong: then the reward is 0.0 and the attempt still succeeds. The prompt shows it one
+worked example (``2 + 3 = 5``): told only to "answer with the number only", SmolLM2-135M explains instead
+("To add 7 and 5, you simply...") and the shipped tasks all score 0; with the example it answers in that form and
+gets about half of them right, a reward with something to learn from.
 """
 
 from __future__ import annotations
@@ -30,8 +33,10 @@ from agl.llm import AsyncLLMClient
 from schemas import LLMResource, ProxyLLMResource, Resource
 
 TASKS = Path(__file__).with_name("math_tasks.jsonl")
-SYSTEM = "You are a calculator. Answer with the number only."
-#: The first number in a reply: an optional sign, digits, an optional decimal part.
+SYSTEM = "You are a calculator."
+#: One worked question and answer, shown before the task's question: the form the reply should take.
+EXAMPLE = ("What is 2 + 3?", "2 + 3 = 5")
+#: A number: an optional sign, digits, an optional decimal part.
 NUMBER = re.compile(r"-?\d+(?:\.\d+)?")
 
 
@@ -45,8 +50,24 @@ def first_number(text: str | None) -> float | None:
     return float(found.group()) if found else None
 
 
+def result_of(text: str | None) -> float | None:
+    """The reply's result: the first number after its last ``=`` ("7 + 5 = 12." is 12), else its first number."""
+    text = text or ""
+    return first_number(text.rpartition("=")[2]) if "=" in text else first_number(text)
+
+
+def messages_for(question: str) -> list[dict[str, str]]:
+    example_question, example_answer = EXAMPLE
+    return [
+        {"role": "system", "content": SYSTEM},
+        {"role": "user", "content": example_question},
+        {"role": "assistant", "content": example_answer},
+        {"role": "user", "content": question},
+    ]
+
+
 def reward_of(reply: str | None, answer: float) -> float:
-    number = first_number(reply)
+    number = result_of(reply)
     return 1.0 if number is not None and abs(number - float(answer)) < 1e-9 else 0.0
 
 
@@ -71,7 +92,7 @@ async def math_agent(task: Mapping[str, Any], resources: Mapping[str, Resource],
     its prompt and response token ids (what training needs), and the reward is linked to that call.
     """
     llm = _llm(resources)
-    messages = [{"role": "system", "content": SYSTEM}, {"role": "user", "content": task["question"]}]
+    messages = messages_for(task["question"])
     async with AsyncLLMClient.from_resource(
         llm, rollout_id=rollout.rollout_id, attempt_id=rollout.attempt_id
     ) as client:

@@ -8,17 +8,26 @@ import pytest
 from aiokafka import AIOKafkaConsumer
 
 from agl.dev_loop import dev_async
-from examples.math_agent import first_number, load_tasks, math_agent, reward_of
+from examples.math_agent import first_number, load_tasks, math_agent, messages_for, reward_of
 from schemas import TOPIC_BY_EVENT, LLMResource, RewardAssigned, decode
 
 pytestmark = [pytest.mark.kafka, pytest.mark.pg]
 
 
-def test_the_reward_is_one_for_the_right_first_number_else_zero():
+def test_the_reward_is_one_for_the_right_result_else_zero():
     assert first_number("The answer is -2.") == -2.0 and first_number("no digits") is None
     assert reward_of("12", 12) == 1.0 and reward_of(" 12.0 apples", 12) == 1.0
-    assert reward_of("7 + 5 = 12", 12) == 0.0  # the first number decides
+    # The result after the last "=" decides, not the operands restated before it.
+    assert reward_of("7 + 5 = 12.", 12) == 1.0 and reward_of("7 + 5 = 13", 12) == 0.0
+    assert reward_of("12 = 7 + 5 = 12\n\nYou are right, 7 is", 12) == 1.0
+    assert reward_of("To add 7 and 5, you add them.", 12) == 0.0 and reward_of("7 + 5 =", 12) == 0.0
+    assert reward_of("8 - 10 = -2", -2) == 1.0
     assert reward_of(None, 1) == 0.0
+    # The prompt: the system line, one worked example, then the task's question.
+    roles = [(m["role"], m["content"]) for m in messages_for("What is 7 + 5?")]
+    assert roles[0][0] == "system" and roles[1:] == [
+        ("user", "What is 2 + 3?"), ("assistant", "2 + 3 = 5"), ("user", "What is 7 + 5?"),
+    ]  # fmt: skip
     tasks = load_tasks()
     assert len(tasks) == 12 and all(set(t) == {"question", "answer"} for t in tasks)
 

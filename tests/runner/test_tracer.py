@@ -227,7 +227,9 @@ async def test_the_llm_client_records_its_call_and_the_math_agent_links_its_rewa
     assert (span.name, span.kind, span.status.status_code) == ("openai.chat.completion", "CLIENT", "UNSET")
     assert (a["gen_ai.system"], a["gen_ai.operation.name"], a["gen_ai.request.model"]) == ("openai", "chat", llm_model)
     assert (a["gen_ai.request.temperature"], a["gen_ai.request.max_tokens"]) == (0, 16)
-    assert a["gen_ai.prompt.1.role"] == "user" and a["gen_ai.prompt.1.content"] == task["question"]
+    # The system line, the worked example's question and answer, then the task's question.
+    assert a["gen_ai.prompt.3.role"] == "user" and a["gen_ai.prompt.3.content"] == task["question"]
+    assert a["gen_ai.prompt.2.role"] == "assistant" and "gen_ai.prompt.4.role" not in a
     assert a["gen_ai.completion.0.role"] == "assistant" and isinstance(a["gen_ai.completion.0.content"], str)
     assert a["gen_ai.response.finish_reasons"] == [a["gen_ai.completion.0.finish_reason"]]
     prompt_ids, response_ids = a["prompt_token_ids"], a["response_token_ids"]

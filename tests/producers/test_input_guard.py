@@ -11,7 +11,7 @@ import json
 
 import pytest
 
-from producers.input_guard import INT_MAX, INT_MIN, body_errors
+from producers.input_guard import INT_MAX, INT_MIN, MAX_NESTING, body_errors, too_deep
 
 NANOS = 1_764_265_000_123_456_789  # 2025-11-27 in nanoseconds: nineteen digits
 
@@ -45,3 +45,25 @@ def test_a_body_of_nanosecond_timestamps_is_not_parsed(monkeypatch: pytest.Monke
     # A run of twenty digits is a reason to look closer, even inside a string: looked at, and passed.
     assert body_errors(json.dumps({"id": "1" * 20}).encode()) == []
     assert len(parsed) == 1
+
+
+def _depth(levels: int, *, text: str = "") -> bytes:
+    """A body ``levels`` deep, alternating objects and arrays, each holding ``text`` beside the next level."""
+    value: object = 1
+    for i in range(levels - 1):
+        value = {"t": text, "next": value} if i % 2 else [text, value]
+    return json.dumps({"t": text, "next": value}).encode()
+
+
+@pytest.mark.parametrize("text", ["", "]]]}}", '[[{"\\', "\\\\", '\\"]]'])
+def test_the_depth_is_counted_on_structure_not_on_brackets_in_strings(text: str) -> None:
+    assert too_deep(_depth(MAX_NESTING, text=text)) is False
+    assert too_deep(_depth(MAX_NESTING + 1, text=text)) is True
+    assert body_errors(_depth(MAX_NESTING + 1, text=text))[0]["type"] == "too_deep"
+
+
+def test_wide_bodies_and_bodies_that_are_not_json_are_not_too_deep() -> None:
+    wide = json.dumps([{"a": [1, {"b": [2]}], "s": "[[[[" * 100} for _ in range(5000)]).encode()
+    assert too_deep(wide) is False and body_errors(wide) == []
+    assert too_deep(b"\x00" + b"[" * 500) is False  # not a JSON container: its route answers it
+    assert too_deep(b" \n[" + b"[" * 500) is True  # unclosed, as deep as it opens

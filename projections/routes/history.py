@@ -28,7 +28,7 @@ from projections.rollouts import PROJECTION as ROLLOUTS
 from projections.rollouts import get_rollout
 from projections.routes.rollouts import RolloutDetail
 from projections.routes.waiting import AfterQuery, WaitQuery, wait_after
-from schemas.bounds import ID_PATTERN, Id
+from schemas.bounds import BIGINT_MAX, ID_PATTERN, Id
 from schemas.topics import TOPICS
 
 if TYPE_CHECKING:
@@ -122,7 +122,7 @@ async def history_route(
     *,
     type: Annotated[list[str], Query(description="only these event types (repeatable)")] = [],  # noqa: B006
     limit: Annotated[int, Query(ge=1, le=MAX_HISTORY)] = 1000,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=BIGINT_MAX)] = 0,
     after: AfterQuery = None,
     wait_ms: WaitQuery = 5000,
 ) -> RolloutHistory:

@@ -11,7 +11,7 @@ from pydantic import BaseModel
 from projections.reading import READ_RESPONSES, not_found, reading
 from projections.resources import PROJECTION, ResourcesVersion, get_resources, latest_resources, list_resources
 from projections.routes.waiting import AfterQuery, WaitQuery, wait_after
-from schemas.bounds import MAX_ID_LENGTH
+from schemas.bounds import BIGINT_MAX, INT4_MAX, MAX_ID_LENGTH
 from schemas.resources import Resource
 
 router = APIRouter(prefix="/v1/resources", tags=["resources"], responses=READ_RESPONSES)
@@ -51,7 +51,7 @@ async def list_route(
     request: Request,
     *,
     limit: Annotated[int, Query(ge=1, le=1000)] = 50,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=BIGINT_MAX)] = 0,
     after: AfterQuery = None,
     wait_ms: WaitQuery = 5000,
 ) -> ResourcesPage:
@@ -78,7 +78,7 @@ async def get_route(
     request: Request,
     resources_id: Annotated[str, Path(min_length=1, max_length=MAX_ID_LENGTH)],
     *,
-    version: Annotated[int | None, Query(ge=1, description="a version; the highest when absent")] = None,
+    version: Annotated[int | None, Query(ge=1, le=INT4_MAX, description="a version; the highest when absent")] = None,
     after: AfterQuery = None,
     wait_ms: WaitQuery = 5000,
 ) -> ResourcesOut:

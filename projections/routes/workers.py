@@ -11,7 +11,7 @@ from pydantic import BaseModel
 from projections.reading import READ_RESPONSES, not_found, reading
 from projections.routes.waiting import AfterQuery, WaitQuery, wait_after
 from projections.workers import PROJECTION, WorkerView, get_worker, list_workers
-from schemas.bounds import MAX_ID_LENGTH
+from schemas.bounds import BIGINT_MAX, MAX_ID_LENGTH
 
 router = APIRouter(prefix="/v1/workers", tags=["workers"], responses=READ_RESPONSES)
 
@@ -57,7 +57,7 @@ async def list_route(
     status: Annotated[list[WorkerStatus], Query()] = [],  # noqa: B006 - FastAPI copies query defaults
     stale_s: StaleQuery = DEFAULT_STALE_S,
     limit: Annotated[int, Query(ge=1, le=1000)] = 50,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=BIGINT_MAX)] = 0,
     after: AfterQuery = None,
     wait_ms: WaitQuery = 5000,
 ) -> WorkerPage:

@@ -31,6 +31,10 @@ async def test_hostile_parameters_are_refused_and_the_read_routes_stay_up(api, k
             ("/v1/rollouts?rollout_id=ro/x", 422, "query.rollout_id.0"),
             ("/v1/rollouts?rollout_id=" + "r" * 201, 422, "query.rollout_id.0"),
             ("/v1/rollouts?offset=9223372036854775808", 422, "query.offset"),
+            ("/v1/rollouts/ro-00001/events?offset=9223372036854775808", 422, "query.offset"),
+            ("/v1/resources?offset=9223372036854775808", 422, "query.offset"),  # these three were 500s
+            ("/v1/resources/rs-1?version=2147483648", 422, "query.version"),
+            ("/v1/workers?offset=9223372036854775808", 422, "query.offset"),
             ("/v1/rollouts?after=" + "t" * 10_001, 422, "query.after"),
             ("/v1/rollouts/ro-00001?after=x%00", 422, "query.after"),
             ("/v1/rollouts/ro%00x", 422, "path"),

@@ -85,3 +85,88 @@ async def test_a_waiter_beside_the_leader_hears_a_publication_among_other_notifi
     finally:
         stop.set()
         await asyncio.to_thread(leader.join, 30)
+
+
+class CountingRelay(OutboxRelay):
+    """A relay that counts its tries at the relay lock."""
+
+    tries = 0
+
+    async def _try_lead(self, conn: psycopg.AsyncConnection[Any]) -> bool:
+        self.tries += 1
+        return await super()._try_lead(conn)
+
+
+async def _commit_rows(pg_url: str, publisher: EventPublisher, commits: int) -> list[int]:
+    """``commits`` transactions of one outbox row each (each NOTIFYs the relays), and their ids."""
+    ids: list[int] = []
+    async with await psycopg.AsyncConnection.connect(pg_url, autocommit=True) as conn:
+        for _ in range(commits):
+            async with conn.transaction():
+                ids += await outbox.append(conn, publisher, [make_rollout_enqueued()])
+    return ids
+
+
+async def test_a_follower_asks_for_the_lock_once_per_poll_interval_not_at_every_commit(
+    kafka_bootstrap: str, kafka_topics: str, pg_url: str
+) -> None:
+    async with await psycopg.AsyncConnection.connect(pg_url, autocommit=True) as conn:
+        await migrate_commands(conn)
+    async with (
+        EventPublisher(kafka_bootstrap, topic_prefix=kafka_topics) as publisher,
+        AsyncConnectionPool(pg_url, min_size=1, max_size=2, kwargs={"autocommit": True}) as pool,
+        OutboxRelay(pg_url, publisher, poll_s=NEVER_POLL_S) as leader,
+    ):
+        for _ in range(500):
+            if leader.is_leader:
+                break
+            await asyncio.sleep(0.02)
+        assert leader.is_leader
+        follower = CountingRelay(pg_url, publisher, poll_s=NEVER_POLL_S)
+        async with follower:
+            for _ in range(500):
+                if follower.tries:
+                    break
+                await asyncio.sleep(0.02)
+            assert follower.tries == 1 and not follower.is_leader
+            ids = await _commit_rows(pg_url, publisher, 30)
+            # The follower's waiter learns the positions from the leader's NOTIFYs; its relay stayed asleep.
+            positions = await asyncio.wait_for(follower.wait_published(pool, ids, NEVER_POLL_S), 20.0)
+            assert len(positions) == 30
+            await asyncio.sleep(0.3)  # any wake the NOTIFYs caused has run by now
+            assert follower.tries == 1, "the follower asked for the lock at new rows' NOTIFYs"
+
+
+async def _until(condition: Callable[[], bool], timeout_s: float) -> bool:
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    while not condition():
+        if asyncio.get_running_loop().time() > deadline:
+            return False
+        await asyncio.sleep(0.02)
+    return True
+
+
+async def test_a_follower_takes_over_within_its_poll_interval_when_the_leader_stops(
+    kafka_bootstrap: str, kafka_topics: str, pg_url: str
+) -> None:
+    async with await psycopg.AsyncConnection.connect(pg_url, autocommit=True) as conn:
+        await migrate_commands(conn)
+    async with (
+        EventPublisher(kafka_bootstrap, topic_prefix=kafka_topics) as publisher,
+        AsyncConnectionPool(pg_url, min_size=1, max_size=2, kwargs={"autocommit": True}) as pool,
+    ):
+        leader = OutboxRelay(pg_url, publisher, poll_s=NEVER_POLL_S)
+        await leader.start()
+        try:
+            assert await _until(lambda: leader.is_leader, 10.0)
+            follower = CountingRelay(pg_url, publisher, poll_s=0.2)
+            async with follower:
+                assert await _until(lambda: follower.tries > 0, 10.0) and not follower.is_leader
+                await leader.stop()  # its session ends, and the lock with it
+                # Within a few poll intervals (no NOTIFY needed: nothing is committed meanwhile).
+                assert await _until(lambda: follower.is_leader, 3.0), "the follower did not take over"
+                ids = await _commit_rows(pg_url, publisher, 3)
+                positions = await asyncio.wait_for(follower.wait_published(pool, ids, 10.0), 20.0)
+                assert len(positions) == 3
+        finally:
+            await leader.stop()

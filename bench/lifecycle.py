@@ -22,7 +22,7 @@ background ones fall behind while the runners keep the cores busy) and prints ho
 cost per rollout. Then publish-to-visible latency: rollouts are enqueued through the API at a steady
 ``--visible-rate`` per second (open loop, batches of ``--visible-batch``) for ``--visible-seconds``, and
 ``GET /v1/rollouts?rollout_id=...`` is polled until the read model shows each one; p99 of send-to-seen. The
-probe's requests go through aiohttp: it runs on the cores it measures, and httpx cost it up to 0.7 of a core.
+probe's requests go through aiohttp: it runs on the cores it measures, and httpx cost it up to 0.6 of a core.
 
     .venv/bin/python bench/lifecycle.py [--rollouts 1000] [--runners 2 --slots 64] [--no-peer] [--broker tansu]
 
@@ -184,7 +184,7 @@ async def visible_latencies(url: str, args: argparse.Namespace) -> list[float]:
 
     The probe's own HTTP goes through aiohttp, not httpx: it shares the two cores with the stack it measures, and
     httpx's connection pool cost grows with the requests in flight (an open loop against a busy API has many),
-    so with httpx the probe itself took 0.4-0.7 of a core at 1,000 rollouts/s and made the latency it measured.
+    so with httpx the probe itself took 0.4-0.6 of a core at 1,000 rollouts/s and made the latency it measured.
     The requests are the SDK's: ``POST /v1/rollouts`` with an Idempotency-Key, ``GET /v1/rollouts?rollout_id=``.
     """
     interval = args.visible_batch / args.visible_rate

@@ -299,7 +299,7 @@ async def report(
         UnknownEntity: no such rollout or attempt.
         NotYourAttempt: the attempt was claimed by another worker.
     """
-    async with conn.transaction():
+    async with pipelined_transaction(conn):
         rollout, attempt, now = await _lock_for_report(conn, rollout_id, attempt_id)
         if attempt.worker_id != worker_id:
             raise NotYourAttempt(f"attempt {attempt_id!r} was claimed by worker {attempt.worker_id!r}")

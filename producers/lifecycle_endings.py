@@ -12,6 +12,7 @@ from producers import decider, outbox
 from producers.decider import AttemptState, RolloutState
 from producers.errors import UnknownEntity
 from producers.lifecycle import clock_now, config_of, save_decision
+from producers.pipelined import pipelined_transaction
 
 if TYPE_CHECKING:
     from psycopg import AsyncConnection
@@ -61,7 +62,7 @@ async def cancel(
     Raises:
         UnknownEntity: no such rollout.
     """
-    async with conn.transaction():
+    async with pipelined_transaction(conn):
         rollout = await _lock_rollout(conn, rollout_id)
         cur = await conn.execute(
             "SELECT attempt_id, sequence_id, worker_id, status, late_reports FROM lifecycle_attempts"
@@ -98,7 +99,7 @@ async def expire_overdue(
     overdue = await cur.fetchall()
     ended = 0
     for attempt_id, rollout_id in overdue:
-        async with conn.transaction():
+        async with pipelined_transaction(conn):
             rollout = await _locked(conn, rollout_id, "FOR UPDATE SKIP LOCKED")
             if rollout is None:  # another decision holds it: the next sweep looks again
                 continue

@@ -33,6 +33,7 @@ from producers.lifecycle_models import (
     WorkerLeftIn,
 )
 from producers.models import ID_PATTERN
+from producers.pipelined import pipelined_transaction
 from schemas import ErrorInfo, WorkerDeregistered, WorkerHeartbeat, WorkerRegistered
 
 if TYPE_CHECKING:
@@ -66,7 +67,7 @@ async def register_worker(
     event = WorkerRegistered(
         worker_id=body.worker_id, capabilities=body.capabilities, concurrency=body.slots, **envelope
     )
-    async with pool.connection() as conn, conn.transaction():
+    async with pool.connection() as conn, pipelined_transaction(conn):
         await outbox.append(conn, publisher, [event])
     return WorkerAccepted(worker_id=body.worker_id)
 
@@ -77,7 +78,7 @@ async def worker_heartbeat(
 ) -> WorkerAccepted:
     """The runner is alive; ``stats`` says what it is doing (busy_slots, slots, attempts)."""
     event = WorkerHeartbeat(worker_id=worker_id, stats=body.stats, **envelope)
-    async with pool.connection() as conn, conn.transaction():
+    async with pool.connection() as conn, pipelined_transaction(conn):
         await outbox.append(conn, publisher, [event])
     return WorkerAccepted(worker_id=worker_id)
 

@@ -57,6 +57,7 @@ from producers.llm_proxy_backend import (
 )
 from producers.llm_proxy_request import json_object, named_rollout, trace_context, upstream_body
 from producers.llm_proxy_span import SPAN_ID_HEADER, ChunkAssembler, Exchange, Operation, slimmed, span_attributes
+from producers.pipelined import pipelined_transaction
 from schemas import SpanRecorded
 from schemas.bounds import ID_PATTERN, MAX_ID_LENGTH
 from schemas.spans import SpanStatus
@@ -112,7 +113,7 @@ class LLMProxy:
         """
         for attempt in (event, *slimmed(event)):
             try:
-                async with self.pool.connection() as conn, conn.transaction():
+                async with self.pool.connection() as conn, pipelined_transaction(conn):
                     await outbox.append(conn, self.publisher, [attempt])
             except EventTooLarge:
                 continue

@@ -18,6 +18,7 @@ from psycopg.types.json import Jsonb
 
 from producers import outbox
 from producers.errors import IdempotencyConflict, NotPublishedYet
+from producers.pipelined import pipelined_transaction
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Sequence
@@ -83,7 +84,7 @@ async def _commit(
     build: Callable[[AsyncConnection[Any]], Awaitable[tuple[Sequence[Event], dict[str, Any]]]],
 ) -> tuple[list[int], dict[str, Any], list[str]]:
     """The request's outbox rows, its answer and its events' ids: committed now, or found from the first time."""
-    async with conn.transaction():
+    async with pipelined_transaction(conn):
         if key is not None:
             cur = await conn.execute(
                 # FOR SHARE: the outbox rows it names are read below; retention deletes the key before them

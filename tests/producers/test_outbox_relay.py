@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import threading
-from collections.abc import Callable, Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine
 from typing import Any
 
 import psycopg
@@ -107,34 +108,18 @@ async def _commit_rows(pg_url: str, publisher: EventPublisher, commits: int) -> 
     return ids
 
 
-async def test_a_follower_asks_for_the_lock_once_per_poll_interval_not_at_every_commit(
+@contextlib.asynccontextmanager
+async def _commands(
     kafka_bootstrap: str, kafka_topics: str, pg_url: str
-) -> None:
+) -> AsyncIterator[tuple[EventPublisher, AsyncConnectionPool[Any]]]:
+    """The command tables, a publisher and a pool, as a command API process has them."""
     async with await psycopg.AsyncConnection.connect(pg_url, autocommit=True) as conn:
         await migrate_commands(conn)
     async with (
         EventPublisher(kafka_bootstrap, topic_prefix=kafka_topics) as publisher,
         AsyncConnectionPool(pg_url, min_size=1, max_size=2, kwargs={"autocommit": True}) as pool,
-        OutboxRelay(pg_url, publisher, poll_s=NEVER_POLL_S) as leader,
     ):
-        for _ in range(500):
-            if leader.is_leader:
-                break
-            await asyncio.sleep(0.02)
-        assert leader.is_leader
-        follower = CountingRelay(pg_url, publisher, poll_s=NEVER_POLL_S)
-        async with follower:
-            for _ in range(500):
-                if follower.tries:
-                    break
-                await asyncio.sleep(0.02)
-            assert follower.tries == 1 and not follower.is_leader
-            ids = await _commit_rows(pg_url, publisher, 30)
-            # The follower's waiter learns the positions from the leader's NOTIFYs; its relay stayed asleep.
-            positions = await asyncio.wait_for(follower.wait_published(pool, ids, NEVER_POLL_S), 20.0)
-            assert len(positions) == 30
-            await asyncio.sleep(0.3)  # any wake the NOTIFYs caused has run by now
-            assert follower.tries == 1, "the follower asked for the lock at new rows' NOTIFYs"
+        yield publisher, pool
 
 
 async def _until(condition: Callable[[], bool], timeout_s: float) -> bool:
@@ -146,15 +131,30 @@ async def _until(condition: Callable[[], bool], timeout_s: float) -> bool:
     return True
 
 
+async def test_a_follower_asks_for_the_lock_once_per_poll_interval_not_at_every_commit(
+    kafka_bootstrap: str, kafka_topics: str, pg_url: str
+) -> None:
+    async with (
+        _commands(kafka_bootstrap, kafka_topics, pg_url) as (publisher, pool),
+        OutboxRelay(pg_url, publisher, poll_s=NEVER_POLL_S) as leader,
+    ):
+        assert await _until(lambda: leader.is_leader, 10.0)
+        follower = CountingRelay(pg_url, publisher, poll_s=NEVER_POLL_S)
+        async with follower:
+            assert await _until(lambda: follower.tries > 0, 10.0)
+            assert follower.tries == 1 and not follower.is_leader
+            ids = await _commit_rows(pg_url, publisher, 30)
+            # The follower's waiter learns the positions from the leader's NOTIFYs; its relay stayed asleep.
+            positions = await asyncio.wait_for(follower.wait_published(pool, ids, NEVER_POLL_S), 20.0)
+            assert len(positions) == 30
+            await asyncio.sleep(0.3)  # any wake the NOTIFYs caused has run by now
+            assert follower.tries == 1, "the follower asked for the lock at new rows' NOTIFYs"
+
+
 async def test_a_follower_takes_over_within_its_poll_interval_when_the_leader_stops(
     kafka_bootstrap: str, kafka_topics: str, pg_url: str
 ) -> None:
-    async with await psycopg.AsyncConnection.connect(pg_url, autocommit=True) as conn:
-        await migrate_commands(conn)
-    async with (
-        EventPublisher(kafka_bootstrap, topic_prefix=kafka_topics) as publisher,
-        AsyncConnectionPool(pg_url, min_size=1, max_size=2, kwargs={"autocommit": True}) as pool,
-    ):
+    async with _commands(kafka_bootstrap, kafka_topics, pg_url) as (publisher, pool):
         leader = OutboxRelay(pg_url, publisher, poll_s=NEVER_POLL_S)
         await leader.start()
         try:

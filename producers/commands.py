@@ -15,8 +15,15 @@ from fastapi.exceptions import RequestValidationError
 
 from producers import lifecycle_endings
 from producers.http import one_or_many, one_or_many_openapi
-from producers.idempotency import ids_for_key, next_number, request_hash, reserve_rollouts, stored_rollouts
-from producers.latest_resources import latest_resources_id, record_latest
+from producers.idempotency import (
+    ids_for_key,
+    next_number,
+    request_hash,
+    reserve_rollouts,
+    send_key_binding,
+    stored_rollouts,
+)
+from producers.latest_resources import latest_resources_id, record_latest, send_latest_read
 from producers.models import (
     ID_PATTERN,
     Accepted,
@@ -130,10 +137,16 @@ async def enqueue_rollouts(
     _reject_repeated_ids(items)
     async with pool.connection() as conn:
         ids = [item.rollout_id or new_id("ro") for item in items]
+        digest = request_hash(*items) if idempotency_key is not None else ""
+        # The key's binding and the latest resources go out together and come back in one round trip (the
+        # pipeline's end); a binding found in conflict is read again after it, outside.
+        async with conn.pipeline():
+            binding = None if idempotency_key is None else await send_key_binding(conn, idempotency_key, digest, ids)
+            # None names the latest resources as of now, decided here and recorded in the event (not at run time).
+            reading = await send_latest_read(conn) if any(i.resources_id is None for i in items) else None
         if idempotency_key is not None:
-            ids = await ids_for_key(conn, idempotency_key, request_hash(*items), ids)
-        # None names the latest resources as of now, decided here and recorded in the event (not at run time).
-        latest = await latest_resources_id(conn) if any(i.resources_id is None for i in items) else None
+            ids = await ids_for_key(conn, idempotency_key, digest, ids, sent=binding)
+        latest = None if reading is None else await latest_resources_id(conn, sent=reading)
         planned = [
             (
                 RolloutEnqueued(

@@ -27,7 +27,7 @@ from schemas import Event, Position, RolloutEnqueued, decode, encode
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
 
-    from psycopg import AsyncConnection
+    from psycopg import AsyncConnection, AsyncCursor
     from pydantic import BaseModel
 
     from producers.publisher import EventPublisher
@@ -49,22 +49,36 @@ def request_hash(*requests: BaseModel) -> str:
     return digest.hexdigest()
 
 
-async def ids_for_key(conn: AsyncConnection[Any], key: str, digest: str, proposed: list[str]) -> list[str]:
+# One statement, its own transaction: the binding made now, or the one found. A binding committed by a concurrent
+# request after this statement's snapshot is invisible to it (no row): ``ids_for_key`` reads it again then.
+_BIND_KEY = (
+    "WITH made AS (INSERT INTO command_idempotency_keys (idempotency_key, request_hash, rollout_ids)"
+    " VALUES (%(key)s, %(digest)s, %(ids)s) ON CONFLICT (idempotency_key) DO NOTHING"
+    " RETURNING request_hash, rollout_ids)"
+    " SELECT request_hash, rollout_ids FROM made UNION ALL"
+    " SELECT request_hash, rollout_ids FROM command_idempotency_keys WHERE idempotency_key = %(key)s"
+)
+
+
+async def send_key_binding(conn: AsyncConnection[Any], key: str, digest: str, proposed: list[str]) -> AsyncCursor[Any]:
+    """Bind Idempotency-Key ``key`` to ``proposed`` unless it is bound; ``ids_for_key(..., sent=)`` reads the answer.
+
+    In a pipeline this only sends the statement, so another can travel with it.
+    """
+    return await conn.execute(_BIND_KEY, {"key": key, "digest": digest, "ids": proposed})
+
+
+async def ids_for_key(
+    conn: AsyncConnection[Any], key: str, digest: str, proposed: list[str], *, sent: AsyncCursor[Any] | None = None
+) -> list[str]:
     """The rollout ids bound to Idempotency-Key ``key``: ``proposed`` on first use, the stored ones after.
+
+    ``sent``: the cursor of ``send_key_binding`` when the statement went out already.
 
     Raises:
         IdempotencyConflict: the key was used before for a different request.
     """
-    # One statement, its own transaction: the binding made now, or the one found. A binding committed by a
-    # concurrent request after this statement's snapshot is invisible to it (no row): read it again then.
-    cur = await conn.execute(
-        "WITH made AS (INSERT INTO command_idempotency_keys (idempotency_key, request_hash, rollout_ids)"
-        " VALUES (%(key)s, %(digest)s, %(ids)s) ON CONFLICT (idempotency_key) DO NOTHING"
-        " RETURNING request_hash, rollout_ids)"
-        " SELECT request_hash, rollout_ids FROM made UNION ALL"
-        " SELECT request_hash, rollout_ids FROM command_idempotency_keys WHERE idempotency_key = %(key)s",
-        {"key": key, "digest": digest, "ids": proposed},
-    )
+    cur = sent if sent is not None else await send_key_binding(conn, key, digest, proposed)
     row = await cur.fetchone()
     if row is None:
         cur = await conn.execute(

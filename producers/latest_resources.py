@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from psycopg import AsyncConnection
+from psycopg import AsyncConnection, AsyncCursor
 
 
 async def record_latest(conn: AsyncConnection[Any], resources_id: str, version: int) -> None:
@@ -23,8 +23,16 @@ async def record_latest(conn: AsyncConnection[Any], resources_id: str, version: 
     )
 
 
-async def latest_resources_id(conn: AsyncConnection[Any]) -> str | None:
-    """The latest published resources' id; None before any was published (through this register)."""
-    cur = await conn.execute("SELECT resources_id FROM command_latest_resources WHERE one")
+async def latest_resources_id(conn: AsyncConnection[Any], *, sent: AsyncCursor[Any] | None = None) -> str | None:
+    """The latest published resources' id; None before any was published (through this register).
+
+    ``sent``: the cursor of ``send_latest_read`` when the statement went out already (in a pipeline).
+    """
+    cur = sent if sent is not None else await send_latest_read(conn)
     row = await cur.fetchone()
     return None if row is None else str(row[0])
+
+
+async def send_latest_read(conn: AsyncConnection[Any]) -> AsyncCursor[Any]:
+    """The read of the latest resources' id; in a pipeline this only sends it."""
+    return await conn.execute("SELECT resources_id FROM command_latest_resources WHERE one")

@@ -3,8 +3,8 @@
 Runners live on other machines than the stack, so they only ask; every decision (claim, running, finish,
 cancel, timeout) is the API's. Each claim starts its attempt (the API records it ``running`` with the claim);
 for each attempt the runner then fetches the rollout's resources (its pinned ``resources_id``, fetched once per
-id, or the latest; none gives the agent ``{}``), runs the agent (traced per attempt: ``agl.tracer``), and
-reports the outcome with its spans (those it traced, then those it returned) and rewards in one report, which
+id, or the latest; none gives the agent ``{}``), runs the agent (traced per attempt: :mod:`agl.runner_execution`),
+and reports the outcome with its spans (those it traced, then those it returned) and rewards in one report, which
 the API records with its decision (:mod:`agl.runner_delivery`). Reports of all slots travel in batches
 (:mod:`agl.runner_reports`) and are resent until the API answers them (with jittered backoff while the API is
 unreachable); a resent finish records its spans and rewards no second time. A trace too large for a batch goes
@@ -22,43 +22,32 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import contextvars
-import functools
-import inspect
 import logging
 import random
 import time
 import uuid
 from collections import Counter, deque
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
-from agl import memory
-from agl.agent import LitAgent, Outcome, Rollout, agent_name, attempt_scope, interpret
+from agl.agent import LitAgent, Rollout, agent_name
 from agl.errors import LightningError
-from agl.runner_delivery import RESOURCES_KEPT, SPAN_BATCH, AttemptResults, RolloutResources, deliver, pause, pause_n
+from agl.runner_delivery import RESOURCES_KEPT, SPAN_BATCH, AttemptResults, deliver, pause, pause_n
+from agl.runner_execution import AgentExecution
 from agl.runner_parts import (
     AttemptEnd,
     AttemptRecord,
     Backoff,
     RunnerOptions,
     _Active,
-    _error_info,
     _Failure,
     default_worker_id,
 )
 from agl.runner_reports import ReportBatcher
-from agl.tracer import AttemptTrace, attempt_tracing
-from knowledge.context import retrieve_context
 from producers.errors import ApiUnavailable, CommandRejected
 from producers.lifecycle_models import ReportItemIn
-from producers.models import RewardIn
 from schemas import ErrorInfo
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Coroutine, Mapping
-
     from producers.client import AsyncClient
     from producers.lifecycle_models import ClaimOut as Claim
 
@@ -100,10 +89,9 @@ class Runner:
         self._claim_key: str | None = None
         self._stopping = asyncio.Event()
         self._slot_freed = asyncio.Event()
-        self._executor: ThreadPoolExecutor | None = None
         self.reports = ReportBatcher(client, self.worker_id, pause_n)
         self.results = AttemptResults(client, self.worker_id, self.reports)
-        self._resources = RolloutResources(client, self.options.resources_wait_s)
+        self.execution = AgentExecution(self)
 
     # -- lifecycle ----------------------------------------------------------------------------------------------
     def stop(self) -> None:
@@ -116,11 +104,10 @@ class Runner:
 
     async def run(self) -> Counter[str]:
         """Register, claim and run until stopped, out of budget or idle; answers the count of each attempt end."""
-        assert self._executor is None, "Did you call run() twice?"
-        opts = self.options
+        assert not self.execution.opened, "Did you call run() twice?"
         if not await self._register():
             return self.ends
-        self._executor = ThreadPoolExecutor(max_workers=opts.slots, thread_name_prefix="agl-agent")
+        self.execution.open()
         self.reports.start()
         try:
             async with asyncio.TaskGroup() as attempts:
@@ -135,7 +122,7 @@ class Runner:
                         await heartbeats
         finally:
             await self.reports.stop()
-            self._executor.shutdown(wait=False, cancel_futures=True)
+            self.execution.close()
             await self._deregister()
         return self.ends
 
@@ -321,7 +308,7 @@ class Runner:
             input=claim.input, mode=claim.mode, resources_id=claim.resources_id,
             config=claim.config, metadata=claim.metadata,
         )  # fmt: skip
-        ended = await self._execute(active, rollout)
+        ended = await self.execution.run(active, rollout)
         if ended is None:
             return AttemptRecord(*ids, "cancelled")
         if isinstance(ended, _Failure):
@@ -335,51 +322,6 @@ class Runner:
             verdict = await self.results.finish(rollout, "failed", [], [], error)
             return AttemptRecord(*ids, "failed", error=error, verdict=verdict)
         return AttemptRecord(*ids, "succeeded", rewards=tuple(r.value for r in rewards), verdict=verdict)
-
-    async def _execute(self, active: _Active, rollout: Rollout) -> tuple[Outcome, list[RewardIn]] | _Failure | None:
-        """Run the agent: its outcome and rewards, its failure, or None when the API cancelled it."""
-        ids = {"rollout_id": rollout.rollout_id, "attempt_id": rollout.attempt_id}
-        trace: AttemptTrace | None = None
-        with attempt_scope(rollout) as scope, memory.bind(memory.Memory(self.client, self.memory_agent_id)):
-            try:
-                # The knowledge the rollout names, retrieved once and recorded before the agent sees it.
-                context = await deliver("context", lambda: retrieve_context(self.client, active.claim))
-                if context is not None:
-                    scope.rollout = rollout = replace(rollout, context=context)
-                resources = await self._resources.get(rollout.resources_id)
-                # Only the agent is traced: the runner's own calls (an in-process API's spans) are not the agent's.
-                with attempt_tracing(**ids, enabled=self.options.tracing) as trace:
-                    self.agent.on_rollout_start(rollout.input, self, rollout)
-                    entry = self.agent.entry(rollout.mode)
-                    active.agent_task = self._launch(entry, rollout, resources)
-                    result = await active.agent_task
-                    self.agent.on_rollout_end(rollout.input, rollout, result)
-                outcome = interpret(result, rollout)
-            except asyncio.CancelledError:
-                current = asyncio.current_task()
-                if active.cancelled_by_api and (current is None or current.cancelling() == 0):
-                    return None
-                raise
-            except Exception as e:  # noqa: BLE001 - whatever the agent raises fails its attempt, with its story
-                return _Failure(_error_info(e), trace.drain() if trace else [])
-        if trace is not None:  # traced spans first, in the order they ended; then the spans the agent returned
-            outcome = replace(outcome, spans=(*trace.drain(), *outcome.spans))
-        rewards = [
-            RewardIn(**ids, value=r.value, name=r.name, dimensions=dict(r.dimensions), span_id=r.span_id,
-                     response_id=r.response_id)
-            for r in scope.rewards
-        ]  # fmt: skip
-        if outcome.reward is not None:
-            rewards.append(RewardIn(**ids, value=outcome.reward))
-        return outcome, rewards
-
-    def _launch(self, entry: Callable[..., Any], rollout: Rollout, resources: Mapping[str, Any]) -> asyncio.Future[Any]:
-        if inspect.iscoroutinefunction(entry):
-            coroutine: Coroutine[Any, Any, Any] = entry(rollout.input, resources, rollout)
-            return asyncio.ensure_future(coroutine)
-        # The thread runs in a copy of this context, so emit_reward() finds the rollout's scope there too.
-        call = functools.partial(contextvars.copy_context().run, entry, rollout.input, resources, rollout)
-        return asyncio.get_running_loop().run_in_executor(self._executor, call)
 
     # -- heartbeats ---------------------------------------------------------------------------------------------
     async def _heartbeats(self) -> None:

@@ -1,4 +1,4 @@
-"""The worker's fast pump: the plain loop of ``ProjectionWorker.pump_plain``, with work done ahead of PostgreSQL.
+"""The worker's fast pump: the plain loop of ``consumers.plain_pump``, with work done ahead of PostgreSQL.
 
 It hands ``ProjectionWorker.process`` the same kind of batches as the plain loop, and every correctness rule
 (one transaction per batch, positions stored with rows, nothing applied twice after a seek or a rebalance) stays

@@ -4,7 +4,7 @@ Ordering guarantee per batch (see ``consumers.batch``): *write read-model rows +
 PostgreSQL transaction*. Kafka offsets are never committed: on assignment the worker seeks to the positions
 stored in PostgreSQL, so a crash at any moment re-delivers only records whose transaction did not commit.
 
-The loop itself is ``ProjectionWorker.pump_plain``: fetch, pick, apply in one transaction, repeat. By default it
+The loop itself is ``consumers.plain_pump``: fetch, pick, apply in one transaction, repeat. By default it
 runs pipelined (``consumers.pipelined_pump``), which adds only speed: the next batch is fetched and decoded, and
 the previous one freed, during the current batch's waits for PostgreSQL; while catching up, batches are cut in
 time order across partitions (``consumers.alignment``), so a fold that joins topics writes each row once instead
@@ -40,7 +40,7 @@ from psycopg.conninfo import conninfo_to_dict
 from consumers.batch import BatchOutcome, BatchProcessor, Decoded, Record
 from consumers.errors import GenerationChanged, is_retriable
 from consumers.pipelined_pump import PipelinedPump
-from consumers.prefetch import consumed_positions
+from consumers.plain_pump import pump_plain
 from consumers.projection_consumer import new_consumer, take_partitions
 from consumers.version_gate import VERSION_POLL_S, await_own_version, refuse_newer
 from core.pg_session import configure_session
@@ -309,45 +309,14 @@ class ProjectionWorker:
     ) -> None:
         """Apply batches until ``stop`` is set or ``until()`` holds; ``select`` picks each partition's records.
 
-        ``pump_plain`` is the whole loop; by default the same loop runs pipelined (``consumers.pipelined_pump``),
-        which only changes when records are fetched, decoded and freed, and which share a batch.
+        ``consumers.plain_pump`` is the whole loop; by default the same loop runs pipelined
+        (``consumers.pipelined_pump``), which only changes when records are fetched, decoded and freed, and which
+        share a batch.
         """
         if self.pipelined:
             await self._pipelined.run(stop, select, on_batch, until)
         else:
-            await self.pump_plain(stop, select, on_batch, until)
-
-    async def pump_plain(
-        self,
-        stop: asyncio.Event,
-        select: Callable[[TopicPartition, list[Record]], slice],
-        on_batch: Callable[[BatchOutcome], None],
-        until: Callable[[], bool] = lambda: False,
-    ) -> None:
-        """The loop, nothing more: fetch, pick the records not applied yet, apply them in one transaction, repeat.
-
-        Exactly-once needs nothing else: ``process`` stores the positions with the rows and drops records below
-        them, and the rebalance listener seeks newly assigned partitions to their stored positions.
-        """
-        assert self.consumer is not None, "call start() first"
-        consumer = self.consumer
-        while not stop.is_set() and not until():
-            if not consumer.assignment():  # a group member waiting for a rebalance
-                await asyncio.sleep(self.fetch_timeout_ms / 1000)
-                continue
-            fetched = await consumer.getmany(timeout_ms=self.fetch_timeout_ms, max_records=self.batch_size)
-            assigned = consumer.assignment()
-            # Past control records (transaction markers) and aborted records too, which are never handed out.
-            self.consumed_to.update(consumed_positions(consumer, list(assigned)))
-            records: list[Record] = []
-            for tp, tp_records in fetched.items():
-                if tp_records and tp in assigned:  # not revoked by a rebalance meanwhile
-                    records += tp_records[select(tp, tp_records)]
-            if not records:
-                continue
-            outcome = await self.process(records, stop)
-            if outcome is not None:
-                on_batch(outcome)
+            await pump_plain(self, stop, select, on_batch, until)
 
     async def process(
         self, records: Sequence[Record], stop: asyncio.Event | None = None, *, decoded: Sequence[Decoded] | None = None

@@ -36,6 +36,7 @@ from schemas import (
     RolloutRequeued,
     RolloutTransitioned,
 )
+from schemas.bounds import BIGINT_MAX
 from schemas.topics import ATTEMPTS, ROLLOUTS
 
 if TYPE_CHECKING:
@@ -264,6 +265,56 @@ async def apply(envelopes: Sequence[Envelope], conn: AsyncConnection[Any]) -> No
 
 
 # -- read queries (run with search_path at the active generation) --------------------------------------------------
+#: At most this many statuses are read each in its own index order; more (only unknown ones can make more, from a
+#: foreign client) are filtered in one scan and sorted.
+_STATUS_RUNS = 8
+_ORDER = "ORDER BY enqueued_at NULLS LAST, rollout_id"
+
+
+def page_query(
+    *, status: Sequence[str] = (), mode: str | None = None, rollout_ids: Sequence[str] = (), limit: int, offset: int
+) -> tuple[str, str, dict[str, Any]]:
+    """The statements of :func:`list_rollouts` (the count's, the page's) and their parameters.
+
+    A page reads about a page of rows, not every match. Each status is read in the order of its index (status,
+    enqueued_at, rollout_id), ``limit + offset`` rows at most, and the runs are merged; with no status the mode's
+    index or the enqueue order's serves. ``status = ANY(...)`` made PostgreSQL read and sort every match: a page of
+    one from 40,000 succeeded rollouts read them all (3.5 ms), and it grew with the history.
+    """
+    statuses = sorted(set(status))
+    params: dict[str, Any] = {
+        "status": statuses,
+        "mode": mode,
+        "ids": list(rollout_ids),
+        "limit": limit,
+        "offset": offset,
+        "window": min(limit + offset, BIGINT_MAX),
+    }
+    shared = [
+        *(["mode = %(mode)s"] if mode is not None else []),
+        *(["rollout_id = ANY(%(ids)s)"] if rollout_ids else []),
+    ]
+
+    def where(*conditions: str) -> str:
+        return " WHERE " + " AND ".join(conditions) if conditions else ""
+
+    columns = ", ".join(_ROLLOUT_COLS)
+    by_status = ["status = ANY(%(status)s)"] if statuses else []
+    count = f"SELECT count(*) FROM rollouts{where(*by_status, *shared)}"  # noqa: S608 - fixed fragments only
+    if len(statuses) < 2 or len(statuses) > _STATUS_RUNS:
+        if len(statuses) == 1:
+            by_status, params["s0"] = ["status = %(s0)s"], statuses[0]
+        page = f"SELECT {columns} FROM rollouts{where(*by_status, *shared)} {_ORDER}"  # noqa: S608
+    else:
+        runs = []
+        for i, value in enumerate(statuses):
+            params[f"s{i}"] = value
+            run = f"SELECT {columns} FROM rollouts{where(f'status = %(s{i})s', *shared)}"  # noqa: S608
+            runs.append(f"({run} {_ORDER} LIMIT %(window)s)")
+        page = f"SELECT * FROM ({' UNION ALL '.join(runs)}) AS runs {_ORDER}"  # noqa: S608
+    return count, f"{page} LIMIT %(limit)s OFFSET %(offset)s", params
+
+
 async def list_rollouts(
     conn: AsyncConnection[Any],
     *,
@@ -274,20 +325,11 @@ async def list_rollouts(
     offset: int = 0,
 ) -> tuple[list[RolloutRow], int]:
     """Rollouts matching every given filter, oldest enqueue first, and the total count of matches."""
-    where = (
-        "(cardinality(%(status)s::text[]) = 0 OR status = ANY(%(status)s)) "
-        "AND (%(mode)s::text IS NULL OR mode = %(mode)s) "
-        "AND (cardinality(%(ids)s::text[]) = 0 OR rollout_id = ANY(%(ids)s))"
-    )
-    params = {"status": list(status), "mode": mode, "ids": list(rollout_ids), "limit": limit, "offset": offset}
-    cur = await conn.execute(f"SELECT count(*) FROM rollouts WHERE {where}", params)  # noqa: S608
+    count, page, params = page_query(status=status, mode=mode, rollout_ids=rollout_ids, limit=limit, offset=offset)
+    cur = await conn.execute(count, params)
     total_row = await cur.fetchone()
     async with conn.cursor(row_factory=class_row(RolloutRow)) as rows:
-        await rows.execute(
-            f"SELECT {', '.join(_ROLLOUT_COLS)} FROM rollouts WHERE {where} "  # noqa: S608
-            "ORDER BY enqueued_at NULLS LAST, rollout_id LIMIT %(limit)s OFFSET %(offset)s",
-            params,
-        )
+        await rows.execute(page, params)
         return await rows.fetchall(), int(total_row[0]) if total_row else 0
 
 

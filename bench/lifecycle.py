@@ -4,9 +4,10 @@ Ours: the stack `agl up` runs (API, rollouts and other projections, watchdog; Ap
 PostgreSQL, started here on free ports in a temporary directory unless AGL_KAFKA_BOOTSTRAP / AGL_DATABASE_URL
 point elsewhere) and ``--runners`` ``agl runner`` processes with ``--slots`` slots each, talking HTTP to the API,
 running a no-op agent (`bench/lifecycle_agent.py`: three spans and a reward). Per rollout: enqueue (batches of
-``--enqueue-batch``), claim (long poll), ``running``, the resources, ``POST /v1/spans`` (3), ``POST /v1/rewards``,
-``finish``. The clock runs from the first enqueue until the rollouts read model (``GET /v1/rollouts``) counts
-them all ``succeeded``; a warm-up round runs first.
+``--enqueue-batch``), a claim that starts the attempt (long poll), the resources, and the finish carrying the three
+spans and the reward (reports of all slots batched; the spans recorded as one ``spans.recorded``). The clock runs
+from the first enqueue until the rollouts read model (``GET /v1/rollouts``) counts them all ``succeeded``; a warm-up
+round runs first.
 
 Theirs (`bench/peer_agentlightning.py`, in a virtual environment of its own with ``agentlightning==0.3.*``,
 created under .agl/cache on first run and never a project dependency): the same operations through its

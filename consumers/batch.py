@@ -77,14 +77,15 @@ class Decoded(NamedTuple):
     unread: bool
     #: the event, the error that parks the record, or ``None`` (unread, or a raw projection)
     result: Event | DecodeError | None
-    #: the record as ``apply`` receives it, when it is one the projection reads (else ``None``)
-    envelope: Envelope | None
+    #: the record as ``apply`` receives it, when it is one the projection reads (else empty): one envelope, or one
+    #: per member of an event that stands for several (``Event.members``), all at the record's position
+    envelopes: tuple[Envelope, ...]
 
 
 def decode_records(projection: Projection, records: Sequence[Record]) -> list[Decoded]:
     """Decode ``records`` for ``projection``: pure CPU work, so the worker overlaps it with the previous batch."""
     out: list[Decoded] = []
-    wants, raw = projection.wants, projection.raw
+    wants, raw, grouped = projection.wants, projection.raw, projection.member_type_names
     for r in records:
         headers = tuple(r.headers)
         try:
@@ -94,7 +95,7 @@ def decode_records(projection: Projection, records: Sequence[Record]) -> list[De
         type_name = (parsed.get("ce_type") or None) if parsed is not None else _type_header(headers)
         result: Event | DecodeError | None = None
         unread = type_name in EVENT_BY_TYPE and not wants(type_name)
-        envelope = None
+        envelopes: tuple[Envelope, ...] = ()
         if not unread:
             if not raw:
                 try:
@@ -102,9 +103,14 @@ def decode_records(projection: Projection, records: Sequence[Record]) -> list[De
                 except DecodeError as e:
                     result = e
             event = result if isinstance(result, Event) else None
-            if raw or (event is not None and wants(event.type)):
-                envelope = Envelope(r.topic, r.partition, r.offset, r.key, r.timestamp, event, r.value, headers)
-        out.append(Decoded(headers, type_name, unread, result, envelope))
+            if event is not None and event.type in grouped:
+                envelopes = tuple(
+                    Envelope(r.topic, r.partition, r.offset, r.key, r.timestamp, member, r.value, headers)
+                    for member in event.members()
+                )
+            elif raw or (event is not None and wants(event.type)):
+                envelopes = (Envelope(r.topic, r.partition, r.offset, r.key, r.timestamp, event, r.value, headers),)
+        out.append(Decoded(headers, type_name, unread, result, envelopes))
     return out
 
 
@@ -176,12 +182,12 @@ class BatchProcessor:
             blocked = await parked_keys(conn, self.generation, list({r.key for r in records if r.key is not None}))
         envelopes: list[Envelope] = []
         parked: list[Parked] = []
-        for r, (_, type_name, unread, result, envelope) in zip(records, decoded, strict=True):
+        for r, (_, type_name, unread, result, found) in zip(records, decoded, strict=True):
             if blocked and r.key in blocked and not unread:  # only per-key projections block keys
                 parked.append(_parked(r, "blocked", "an earlier record of this key is parked", type_name))
                 continue
-            if envelope is not None:
-                envelopes.append(envelope)
+            if found:
+                envelopes.extend(found)
                 continue
             if not isinstance(result, DecodeError):
                 outcome.skipped += 1  # of a type this projection does not read (known ones were not even parsed)

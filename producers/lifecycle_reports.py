@@ -19,8 +19,9 @@ from producers import decider, outbox
 from producers.decider import AttemptState, RolloutState, Verdict
 from producers.lifecycle import config_of, heartbeat_event, save_rollouts
 from producers.pipelined import pipelined_transaction
+from producers.span_batches import spans_event, spans_records
 from producers.span_numbers import span_sequence_ids
-from schemas import ErrorInfo, Event, RewardAssigned, SpanRecorded
+from schemas import ErrorInfo, Event, RewardAssigned
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -29,7 +30,7 @@ if TYPE_CHECKING:
     from psycopg import AsyncConnection
 
     from producers.lifecycle_models import ReportItemIn
-    from producers.publisher import EventPublisher
+    from producers.publisher import EventPublisher, Record
 
 
 @dataclass(frozen=True)
@@ -97,9 +98,10 @@ async def report_many(
             events.extend(decision.events)
             assert decision.verdict is not None
             answers.append(decision.verdict)
-        events[:0] = await _results(conn, results, envelope)
+        records = await _results(conn, publisher, results, envelope)
+        records += [publisher.record_of(event) for event in events]
         await _save(conn, [rollouts[i] for i in sorted(touched)], [a for a in attempts.values() if a.touched], now)
-        ids = await outbox.append(conn, publisher, events)
+        ids = await outbox.append_records(conn, records)
     return answers, ids
 
 
@@ -147,16 +149,23 @@ async def _lock_and_read(
     return states, attempts, row[0]
 
 
-async def _results(conn: AsyncConnection[Any], finishes: list[ReportItemIn], envelope: dict[str, Any]) -> list[Event]:
-    """The spans and rewards the finishes carry, as the spans and rewards routes record them."""
-    spans = [span for report in finishes for span in report.spans]
-    sequence_ids = await span_sequence_ids(conn, spans)
-    events: list[Event] = [
-        SpanRecorded(**{**dict(span), "sequence_id": seq}, **envelope)
-        for span, seq in zip(spans, sequence_ids, strict=True)
-    ]
-    events.extend(RewardAssigned(**dict(reward), **envelope) for report in finishes for reward in report.rewards)
-    return events
+async def _results(
+    conn: AsyncConnection[Any], publisher: EventPublisher, finishes: list[ReportItemIn], envelope: dict[str, Any]
+) -> list[Record]:
+    """The records of the spans and rewards the finishes carry: each finish's spans in one ``spans.recorded``
+    (numbered as the spans route numbers them), then the rewards as the rewards route records them."""
+    sequence_ids = await span_sequence_ids(conn, [span for report in finishes for span in report.spans])
+    records: list[Record] = []
+    start = 0
+    for report in finishes:
+        if report.spans:
+            numbers = sequence_ids[start : start + len(report.spans)]
+            start += len(report.spans)
+            event = spans_event(report.rollout_id, report.attempt_id, report.spans, numbers, envelope)
+            records += spans_records(publisher, event)
+    rewards = (RewardAssigned(**dict(reward), **envelope) for report in finishes for reward in report.rewards)
+    records += [publisher.record_of(event) for event in rewards]
+    return records
 
 
 async def _save(

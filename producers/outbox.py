@@ -53,9 +53,13 @@ async def append(conn: AsyncConnection[Any], publisher: EventPublisher, events: 
     Each event is encoded and size-checked here, so an event too large to publish fails the decision instead of
     blocking the relay later.
     """
-    if not events:
+    return await append_records(conn, [publisher.record_of(event) for event in events])
+
+
+async def append_records(conn: AsyncConnection[Any], records: Sequence[Record]) -> list[int]:
+    """:func:`append` of records already encoded (``EventPublisher.record_of``, which checked their size)."""
+    if not records:
         return []
-    records = [publisher.record_of(event) for event in events]
     # One round trip: the rows, and the NOTIFY that wakes the relay at commit. The arrays go in binary (%b):
     # in text format they are escaped element by element in Python, the costliest part of a decision by far.
     cur = await conn.execute(

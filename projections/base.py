@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from projections.errors import ProjectionDefinitionError
+from schemas.catalog import EVENT_TYPES, event_type
 
 if TYPE_CHECKING:
     from psycopg import AsyncConnection
@@ -69,7 +70,9 @@ class Projection:
         name: lower-case identifier; the tables of generation N live in the schema ``<name>_g<N>``.
         version: bump it when ``apply`` or the migrations change; ``agl projections rebuild`` builds it.
         topics: the topics it reads (registry specs; the deployment prefix is added by the engine).
-        event_types: the event classes ``apply`` receives; others in those topics are skipped. Empty = all.
+        event_types: the event classes ``apply`` receives; others in those topics are skipped. Empty = all. An
+            event that stands for several of a class read here (``spans.recorded`` for ``span.recorded``) reaches
+            ``apply`` as those events, each in an envelope of its own at the record's position.
         migrations: DDL run inside the generation schema, with unqualified table names.
         apply: ``async apply(envelopes, conn)``, pure (see the module docstring).
         tables: the read model's tables, compared by checksum after a rebuild.
@@ -110,6 +113,8 @@ class Projection:
     linger_ms: int = 0
     description: str = ""
     type_names: frozenset[str] = field(init=False)
+    #: types of the events read as their members (``Event.member_type`` is among ``event_types``, they are not)
+    member_type_names: frozenset[str] = field(init=False)
 
     def __post_init__(self) -> None:
         if not _NAME.match(self.name):
@@ -118,8 +123,14 @@ class Projection:
             raise ProjectionDefinitionError(f"projection {self.name}: version must be >= 1")
         if not self.topics:
             raise ProjectionDefinitionError(f"projection {self.name} reads no topic")
-        names = frozenset(str(cls.model_fields["type"].default) for cls in self.event_types)
-        object.__setattr__(self, "type_names", names)
+        grouped = frozenset(
+            event_type(cls)
+            for cls in EVENT_TYPES
+            if cls.member_type is not None and cls.member_type in self.event_types and cls not in self.event_types
+        )
+        names = frozenset(event_type(cls) for cls in self.event_types)
+        object.__setattr__(self, "type_names", names | grouped)
+        object.__setattr__(self, "member_type_names", grouped)
         if self.lock_keys is None:
             object.__setattr__(self, "lock_keys", self.per_key_ordering)
         if self.event_types and not self.idempotent_types <= self.event_types:

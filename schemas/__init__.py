@@ -15,7 +15,7 @@ from schemas.resources import LLMResource, PromptTemplateResource, ProxyLLMResou
 from schemas.rewards import RewardAssigned
 from schemas.rollouts import RolloutCancelled, RolloutConfig, RolloutEnqueued, RolloutMode, RolloutRequeued
 from schemas.router import RouterAssigned, RouterPolicy
-from schemas.spans import SpanEvent, SpanLink, SpanRecorded, SpanStatus
+from schemas.spans import RecordedSpan, SpanEvent, SpanLink, SpanRecorded, SpansRecorded, SpanStatus
 from schemas.topics import TOPICS, TopicSpec
 from schemas.traces import SpanUnattached
 from schemas.transitions import TERMINAL_STATUSES, AttemptStatus, RolloutStatus, RolloutTransitioned
@@ -51,6 +51,7 @@ __all__ = [
     "Position",
     "PromptTemplateResource",
     "ProxyLLMResource",
+    "RecordedSpan",
     "Resource",
     "ResourcesPublished",
     "RewardAssigned",
@@ -68,6 +69,7 @@ __all__ = [
     "SpanRecorded",
     "SpanStatus",
     "SpanUnattached",
+    "SpansRecorded",
     "TopicSpec",
     "UnknownEventType",
     "WorkerDeregistered",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import builtins  # `type` is a field of every event: the annotation below means the builtin
 from datetime import UTC, datetime
 from typing import Any, ClassVar
 from uuid import UUID
@@ -37,6 +38,9 @@ class Event(Frozen):
 
     #: Where a producer reads the key of the record (the field whose value keeps related events ordered).
     key_field: ClassVar[str] = ""
+    #: Set on an event that stands for several events of this class (recorded together, one record for all):
+    #: ``members()`` gives them, and a projection that reads this class receives them in its place.
+    member_type: ClassVar[builtins.type[Event] | None] = None
 
     event_id: UUID = Field(default_factory=new_event_id, description="unique, time-sortable (UUIDv7)")
     type: str
@@ -45,6 +49,10 @@ class Event(Frozen):
     correlation_id: str | None = Field(default=None, description="the request or workflow this belongs to")
     causation_id: str | None = Field(default=None, description="the event or command that caused this one")
     source: str = Field(default="agl", description="who produced it, as a CloudEvents source (URI-reference)")
+
+    def members(self) -> tuple[Event, ...]:
+        """The events of ``member_type`` this one stands for (only events that set ``member_type`` have any)."""
+        return ()
 
     def key(self) -> bytes | None:
         """The record key: related events share it, so they stay ordered in one partition."""

@@ -15,7 +15,7 @@ from schemas.resources import ResourcesPublished
 from schemas.rewards import RewardAssigned
 from schemas.rollouts import RolloutCancelled, RolloutEnqueued, RolloutRequeued
 from schemas.router import RouterAssigned
-from schemas.spans import SpanRecorded
+from schemas.spans import SpanRecorded, SpansRecorded
 from schemas.traces import SpanUnattached
 from schemas.transitions import RolloutTransitioned
 from schemas.workers import WorkerDeregistered, WorkerHeartbeat, WorkerRegistered
@@ -31,6 +31,7 @@ TOPIC_BY_EVENT: dict[type[Event], topics.TopicSpec] = {
     AttemptHeartbeat: topics.ATTEMPTS,
     AttemptFinished: topics.ATTEMPTS,
     SpanRecorded: topics.SPANS,
+    SpansRecorded: topics.SPANS,
     RewardAssigned: topics.REWARDS,
     ResourcesPublished: topics.RESOURCES,
     DocumentUpserted: topics.KNOWLEDGE,
@@ -58,6 +59,7 @@ AnyEvent = Annotated[
     | AttemptHeartbeat
     | AttemptFinished
     | SpanRecorded
+    | SpansRecorded
     | RewardAssigned
     | ResourcesPublished
     | DocumentUpserted
@@ -108,6 +110,10 @@ ROLES: dict[type[Event], tuple[str, str]] = {
         "rollouts projection",
     ),
     SpanRecorded: ("command API `POST /v1/spans`, SDK, runner tracer", "spans and triplet projections"),
+    SpansRecorded: (
+        "command API: an attempt's finish report (`POST /v1/workers/{id}/reports`)",
+        "projections that read `span.recorded` (spans, triplets, episodes), as its members",
+    ),
     RewardAssigned: ("command API `POST /v1/rewards`, SDK, runner", "triplet projection, rollouts projection"),
     ResourcesPublished: ("command API `POST /v1/resources`, SDK, algorithms", "resources projection, runner"),
     DocumentUpserted: ("command API `POST /v1/knowledge/documents`, SDK", "knowledge indexer (pgvector)"),

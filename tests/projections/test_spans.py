@@ -18,7 +18,7 @@ from consumers.worker import ProjectionWorker
 from projections.routes.spans import MAX_DEPTH, build_tree, decode_cursor, encode_cursor
 from projections.spans import PROJECTION as SPANS
 from projections.spans import SpanKey, SpanRow, attribute_values
-from schemas import Event, SpanRecorded, SpanStatus
+from schemas import Event, RecordedSpan, SpanRecorded, SpansRecorded, SpanStatus
 from tests.consumers.helpers import fetch_all, publish, running, wait_for_total
 from tests.fixtures.events import T0
 from tests.projections.test_routes import api  # noqa: F401 - `api` is a fixture
@@ -128,6 +128,27 @@ async def test_each_span_is_stored_once_the_first_copy_winning_and_a_rebuild_is_
     assert result.switched and set(result.checksums) == {"spans", "span_attempts"}
     assert all(new == old for new, old in result.checksums.values()), result.checksums
     assert await fetch_all(pg_url, "SELECT t::text FROM spans_g2.spans t ORDER BY attempt_id, span_id") == before
+
+
+async def test_a_spans_recorded_is_stored_as_its_spans_once(kafka_bootstrap, kafka_topics, pg_url):
+    # The same six spans, one record each under ro-one and one spans.recorded under ro-all (a finish report's),
+    # which a relay then publishes again (a copy: the same event id).
+    alone = [event("at-1", seq, seq, rollout_id="ro-one") for seq in range(1, 7)]
+    spans = tuple(RecordedSpan(**e.model_dump(include=set(RecordedSpan.model_fields))) for e in alone)
+    batch = SpansRecorded(rollout_id="ro-all", attempt_id="at-1", spans=spans)
+    async with running(worker(kafka_bootstrap, pg_url, kafka_topics)):
+        await publish(kafka_bootstrap, kafka_topics, [*alone, batch, batch])
+        await wait_for_total(pg_url, "spans_g1", len(alone) + 2)
+    columns = "span_id, sequence_id, trace_id, name, start_time, end_time, status_code, attributes, events, links"
+    query = f"SELECT {columns} FROM spans_g1.spans WHERE rollout_id = %s ORDER BY 1"  # noqa: S608 - constant
+    one, everything = [await fetch_all(pg_url, query, (rollout,)) for rollout in ("ro-one", "ro-all")]
+    assert len(one) == 6 and everything == one
+    # Each span keeps the id of the member it was stored as, and its attempt counts it once.
+    ids = await fetch_all(pg_url, "SELECT span_id, event_id FROM spans_g1.spans WHERE rollout_id = 'ro-all'")
+    assert dict(ids) == {m.span_id: m.event_id for m in batch.members()}
+    counts = await fetch_all(pg_url, "SELECT rollout_id, span_count FROM spans_g1.span_attempts ORDER BY 1")
+    assert counts == [("ro-all", 6), ("ro-one", 6)]
+    assert await fetch_all(pg_url, "SELECT error FROM dead_letters") == []
 
 
 # -- the list -------------------------------------------------------------------------------------------------------

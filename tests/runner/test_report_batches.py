@@ -17,7 +17,7 @@ from producers.client import AsyncClient, RolloutAnswer
 from producers.errors import CommandRejected
 from producers.lifecycle_models import ReportItemIn
 from producers.models import RewardIn, SpanIn
-from schemas import RewardAssigned, RolloutTransitioned, SpanRecorded
+from schemas import RewardAssigned, RolloutTransitioned, SpanRecorded, SpansRecorded
 from tests.runner.conftest import until
 from tests.runner.test_unreachable_api import events_of
 
@@ -59,8 +59,13 @@ async def test_a_batch_is_decided_in_order_refuses_alone_and_records_results_onc
     # The finish again (its answer lost, say): the same verdict, and its spans and reward are not recorded again.
     (again,) = await client.report_many("w1", [results])
     assert again.verdict == answers[1].verdict
+    # The finish's spans travel as one record, a spans.recorded that stands for their span.recorded events.
+    (recorded,) = await events_of(kafka_bootstrap, kafka_topics, SpansRecorded, one.rollout_id, count=1)
+    assert recorded.attempt_id == one.attempt_id
+    assert [(s.name, s.sequence_id) for s in recorded.members()] == [("step-1", 1), ("step-2", 2)]
+    # Read as span.recorded (as the spans projection reads the topic), they are the same two spans, once each.
     spans = await events_of(kafka_bootstrap, kafka_topics, SpanRecorded, one.rollout_id, count=2)
-    assert sorted((s.name, s.sequence_id) for s in spans) == [("step-1", 1), ("step-2", 2)]
+    assert sorted(s.span_id for s in spans) == [f"{1:016x}", f"{2:016x}"]
     rewards = await events_of(kafka_bootstrap, kafka_topics, RewardAssigned, one.rollout_id, count=1)
     assert [(r.value, r.attempt_id) for r in rewards] == [(0.5, one.attempt_id)]
     # The rollout the other worker holds was left alone.

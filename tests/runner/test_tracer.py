@@ -19,6 +19,7 @@ from examples.math_agent import math_agent
 from producers.errors import ApiUnavailable
 from producers.models import SpanIn
 from schemas import TOPIC_BY_EVENT, LLMResource, RewardAssigned, SpanRecorded, decode
+from tests.fixtures.events import seen_as
 
 pytestmark = [pytest.mark.kafka, pytest.mark.pg]
 
@@ -38,7 +39,7 @@ async def on_the_log(bootstrap: str, prefix: str, kind: type[Any]) -> list[Any]:
         found: list[Any] = []
         while [tp for tp, end in ends.items() if await consumer.position(tp) < end]:
             for records in (await consumer.getmany(timeout_ms=500)).values():
-                found += [e for r in records if isinstance(e := decode(r.value, r.headers), kind)]
+                found += [e for r in records for e in seen_as(kind, decode(r.value, r.headers))]
         return found
     finally:
         await consumer.stop()

@@ -13,6 +13,7 @@ from aiokafka import AIOKafkaConsumer
 from agl.runner import Runner, RunnerOptions
 from producers.client import AsyncClient, RetryPolicy
 from schemas import TOPIC_BY_EVENT, RewardAssigned, SpanRecorded, decode
+from tests.fixtures.events import seen_as
 from tests.runner import agents
 
 pytestmark = [pytest.mark.kafka, pytest.mark.pg]
@@ -49,12 +50,12 @@ async def events_of(bootstrap: str, prefix: str, event_type, rollout_id: str, *,
         deadline = asyncio.get_running_loop().time() + timeout_s
         while len(found) < count and asyncio.get_running_loop().time() < deadline:
             for records in (await consumer.getmany(timeout_ms=300)).values():
-                events = (decode(r.value, r.headers) for r in records)
-                found += [e for e in events if isinstance(e, event_type) and e.rollout_id == rollout_id]
+                events = (e for r in records for e in seen_as(event_type, decode(r.value, r.headers)))
+                found += [e for e in events if getattr(e, "rollout_id", None) == rollout_id]
         # Anything more (a twin) would arrive within a moment of the rest.
         for records in (await consumer.getmany(timeout_ms=1000)).values():
-            events = (decode(r.value, r.headers) for r in records)
-            found += [e for e in events if isinstance(e, event_type) and e.rollout_id == rollout_id]
+            events = (e for r in records for e in seen_as(event_type, decode(r.value, r.headers)))
+            found += [e for e in events if getattr(e, "rollout_id", None) == rollout_id]
     return found
 
 

@@ -90,6 +90,8 @@ _CURRENT: ContextVar[AttemptTrace | None] = ContextVar("agl_attempt_trace", defa
 _OPEN: dict[str, AttemptTrace] = {}
 _INSTALL_LOCK = threading.Lock()
 _PROVIDER: TracerProvider | None = None
+#: The tracers of ``_PROVIDER`` by name (it is set once per process).
+_TRACERS: dict[str, trace_api.Tracer] = {}
 
 
 class AttemptSpanProcessor(SpanProcessor):
@@ -176,4 +178,9 @@ def get_tracer(name: str = TRACER_NAME) -> trace_api.Tracer:
     """A tracer whose spans are recorded for the current attempt; outside one, a tracer nobody records."""
     if _CURRENT.get() is None or _PROVIDER is None:
         return trace_api.NoOpTracer()
-    return _PROVIDER.get_tracer(name)
+    # Kept per name: the SDK builds a new tracer (and its instrumentation scope) at every call, and an attempt
+    # asks at each span it emits (a tenth of a no-op agent's runner CPU went there).
+    found = _TRACERS.get(name)
+    if found is None:
+        found = _TRACERS[name] = _PROVIDER.get_tracer(name)
+    return found

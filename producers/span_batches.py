@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from producers.errors import EventTooLarge
 from schemas import RecordedSpan, SpansRecorded
-from schemas._base import new_event_id
+from schemas._base import new_event_id, trusted
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -21,8 +21,8 @@ if TYPE_CHECKING:
     from producers.models import SpanIn
     from producers.publisher import EventPublisher, Record
 
-#: The fields of a ``SpanIn`` a ``RecordedSpan`` does not hold: the batch holds them once.
-_SHARED = frozenset({"rollout_id", "attempt_id", "sequence_id"})
+#: A ``RecordedSpan``'s fields, in declaration order: a ``SpanIn``'s less its rollout and attempt ids.
+_FIELDS = tuple(RecordedSpan.model_fields)
 
 
 def spans_event(
@@ -30,10 +30,9 @@ def spans_event(
 ) -> SpansRecorded:
     """One event for ``spans`` (all of ``attempt_id``, numbered ``sequence_ids``; a report carries at most
     ``MAX_REPORT_SPANS``, fewer than an event holds)."""
+    # Validated as SpanIn, under the same constraints: not validated again.
     recorded = tuple(
-        RecordedSpan.model_construct(
-            sequence_id=seq, **{name: value for name, value in span if name not in _SHARED}
-        )  # validated as SpanIn, under the same constraints: not validated again
+        trusted(RecordedSpan, {name: seq if name == "sequence_id" else span.__dict__[name] for name in _FIELDS})
         for span, seq in zip(spans, sequence_ids, strict=True)
     )
     return SpansRecorded(rollout_id=rollout_id, attempt_id=attempt_id, spans=recorded, **envelope)

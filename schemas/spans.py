@@ -8,7 +8,7 @@ from uuid import uuid5
 
 from pydantic import AwareDatetime, Field
 
-from schemas._base import Event, Frozen, Json
+from schemas._base import Event, Frozen, Json, trusted
 from schemas.bounds import BIGINT_MAX, MAX_ID_LENGTH
 
 SpanKind = Literal["INTERNAL", "SERVER", "CLIENT", "PRODUCER", "CONSUMER"]
@@ -92,6 +92,8 @@ class SpansRecorded(Event):
         """The ``span.recorded`` events this one stands for, in order. Each has an id of its own, derived from
         this event's id and the span's place (the same on every decoding), and this event's envelope."""
         shared: dict[str, Any] = {
+            "type": "span.recorded",
+            "version": 1,
             "occurred_at": self.occurred_at,
             "correlation_id": self.correlation_id,
             "causation_id": self.causation_id,
@@ -99,8 +101,13 @@ class SpansRecorded(Event):
             "rollout_id": self.rollout_id,
             "attempt_id": self.attempt_id,
         }
-        # Built without validating again: every field was validated with this event, under the same constraints.
-        return tuple(
-            SpanRecorded.model_construct(event_id=uuid5(self.event_id, str(i)), **shared, **dict(span))
-            for i, span in enumerate(self.spans)
-        )
+        # Every field was validated with this event, under the same constraints: not validated again.
+        out = []
+        for i, span in enumerate(self.spans):
+            values = {"event_id": uuid5(self.event_id, str(i)), **shared, **span.__dict__}
+            out.append(trusted(SpanRecorded, {name: values[name] for name in _SPAN_RECORDED_FIELDS}))
+        return tuple(out)
+
+
+#: ``SpanRecorded``'s fields in declaration order (the order its instances hold them in).
+_SPAN_RECORDED_FIELDS = tuple(SpanRecorded.model_fields)

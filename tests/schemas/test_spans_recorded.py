@@ -15,12 +15,15 @@ import pytest
 
 from consumers.batch import decode_records
 from producers.errors import EventTooLarge
+from producers.models import SpanIn
 from producers.publisher import EventPublisher, PublisherConfig
-from producers.span_batches import spans_records
+from producers.span_batches import spans_event, spans_records
 from projections.base import Projection
 from schemas import RewardAssigned, SpanRecorded, SpansRecorded, decode, encode
 from schemas.topics import SPANS
-from tests.fixtures.events import make_spans
+from tests.fixtures.events import make_span, make_spans
+
+_ENVELOPE = {"event_id", "type", "version", "occurred_at", "correlation_id", "causation_id", "source"}
 
 
 async def _apply(envelopes, conn) -> None:  # never called: only decode_records runs here
@@ -74,6 +77,14 @@ def test_a_projection_reading_span_recorded_receives_the_members_at_the_records_
     )
     (decoded,) = decode_records(rewards, [_record(batch)])
     assert decoded.unread and decoded.envelopes == () and decoded.result is None
+
+
+def test_a_reports_spans_make_the_event_validation_would_make():
+    spans = [SpanIn(**make_span(span_id=f"{i:016x}").model_dump(exclude=_ENVELOPE | {"sequence_id"})) for i in range(3)]
+    event = spans_event("ro-1", "at-1", spans, [7, 8, 9], {"correlation_id": "req-1"})
+    assert SpansRecorded.model_validate(event.model_dump()) == event
+    assert [(s.span_id, s.sequence_id) for s in event.spans] == [(f"{i:016x}", 7 + i) for i in range(3)]
+    assert event.correlation_id == "req-1" and decode(*encode(event)) == event
 
 
 def test_a_batch_too_large_for_one_record_is_split_in_order():

@@ -265,27 +265,37 @@ async def _replay_one(
         event = None if projection.raw else decode(letter.payload, headers)
     except DecodeError as e:
         return "failed", f"{type(e).__name__}: {e}"
-    envelope = Envelope(letter.topic, letter.partition, letter.offset, letter.key, 0, event, letter.payload, headers)
-    tracked = (
-        event is not None
-        and projection.dedupe
-        and not projection.raw
-        and type(event) not in projection.idempotent_types
-    )
+    # An event that stands for several reaches the projection as its members, as the engine hands it out: the
+    # member that was parked and the others, which the ledger (or the projection's idempotence) lets through once.
+    grouped = event is not None and event.type in projection.member_type_names
+    events = list(event.members()) if grouped and event is not None else [event]
+    envelopes = [
+        Envelope(letter.topic, letter.partition, letter.offset, letter.key, 0, e, letter.payload, headers)
+        for e in events
+    ]
+    tracked = event is not None and projection.dedupe and not projection.raw
     try:
         async with conn.transaction():
             await set_search_path(conn, gen.schema, local=True)
             if tracked:
-                assert event is not None
                 # Through the ledger as the engine goes: the id enters it with the apply (and leaves with a failure,
                 # the savepoint's rollback), so a copy that was applied meanwhile is not applied again.
-                cur = await conn.execute(
-                    "INSERT INTO applied_events (event_id) VALUES (%s) ON CONFLICT DO NOTHING RETURNING event_id",
-                    (event.event_id,),
-                )
-                if await cur.fetchone() is None:
+                fresh = []
+                for envelope in envelopes:
+                    member = envelope.require_event()
+                    if type(member) not in projection.idempotent_types:
+                        cur = await conn.execute(
+                            "INSERT INTO applied_events (event_id) VALUES (%s) ON CONFLICT DO NOTHING"
+                            " RETURNING event_id",
+                            (member.event_id,),
+                        )
+                        if await cur.fetchone() is None:
+                            continue
+                    fresh.append(envelope)
+                if not fresh:
                     return "already_applied", ""
-            await projection.apply([envelope], conn)
+                envelopes = fresh
+            await projection.apply(envelopes, conn)
     except Exception as e:  # noqa: BLE001 - whatever apply raises keeps the record parked, with the reason
         return "failed", f"{type(e).__name__}: {e}"
     return "applied", ""

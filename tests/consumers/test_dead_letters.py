@@ -12,10 +12,11 @@ from projections.dead_letters import DeadLetterNotFound, discard, get_dead_lette
 from projections.migrations import Migration
 from projections.rollouts import PROJECTION as ROLLOUTS_PROJECTION
 from projections.tracking import active_generation
-from schemas import AttemptStarted, RolloutEnqueued, RolloutRequeued, encode
-from schemas.topics import ATTEMPTS, ROLLOUTS
+from schemas import AttemptStarted, RolloutEnqueued, RolloutRequeued, SpanRecorded, encode
+from schemas.topics import ATTEMPTS, ROLLOUTS, SPANS
 from tests.consumers import ledger
 from tests.consumers.helpers import fetch_all, lifecycle, publish, publish_raw, running, wait_for_total
+from tests.fixtures.events import make_spans
 from tests.fixtures.histories import at
 
 pytestmark = [pytest.mark.kafka, pytest.mark.pg]
@@ -221,3 +222,32 @@ async def test_replay_goes_through_the_event_id_ledger_both_ways(kafka_bootstrap
         await wait_for_total(pg_url, "guarded_g1", 4)
     assert await fetch_all(pg_url, counts) == [(enqueued.event_id, 1), (requeued.event_id, 1)]
     assert await list_dead_letters(pg_conn, "guarded") == []
+
+
+#: Spans, read as span.recorded (a spans.recorded arrives as its members), every member through the ledger.
+GUARDED_SPANS = Projection(
+    name="guarded_spans", version=1, topics=(SPANS,), apply=apply_unless_rejected,
+    event_types=frozenset({SpanRecorded}), migrations=(Migration(1, "ledger", APPLIED_SQL),), tables=("ledger",),
+    dedupe=True,
+)  # fmt: skip
+
+
+async def test_a_parked_member_of_a_spans_recorded_replays_alone(kafka_bootstrap, kafka_topics, pg_url, pg_conn):
+    batch = make_spans(3, rollout_id="ro-spans")
+    first, second, third = (m.event_id for m in batch.members())
+    REJECT.add(second)
+    async with running(_worker(GUARDED_SPANS, kafka_bootstrap, kafka_topics, pg_url)):
+        await publish(kafka_bootstrap, kafka_topics, [batch])
+        await wait_for_total(pg_url, "guarded_spans_g1", 1)
+    # The member apply rejects is parked alone (with its own id); the two others are applied.
+    (letter,) = await list_dead_letters(pg_conn, "guarded_spans")
+    assert (letter.reason, letter.event_id, letter.offset) == ("apply", second, 0)
+    ledger_rows = "SELECT event_id, count(*) FROM guarded_spans_g1.ledger GROUP BY 1 ORDER BY 1"
+    assert await fetch_all(pg_url, ledger_rows) == sorted([(first, 1), (third, 1)])
+    # Replayed, the record's members go through the ledger again: only the parked one is applied.
+    REJECT.discard(second)
+    gen = await active_generation(pg_conn, "guarded_spans")
+    assert gen is not None
+    result = await replay(pg_conn, GUARDED_SPANS, gen)
+    assert (result.replayed, result.already_applied, result.still_parked) == (1, 0, 0)
+    assert await fetch_all(pg_url, ledger_rows) == sorted([(first, 1), (second, 1), (third, 1)])

@@ -123,9 +123,10 @@ async def park(conn: AsyncConnection[Any], gen: Generation, records: Sequence[Pa
             rows,
         )
     # The engine enters an event's id into the ledger before applying it (a copy later in the batch is then a
-    # duplicate). An event that apply rejected was not applied: its id must not make a later copy, or its own
-    # replay, look applied.
-    rejected = [r.event_id for r in records if r.reason == "apply" and r.event_id is not None]
+    # duplicate). An event that apply rejected was not applied, nor one parked behind it in the same batch (only
+    # those carry their id: records parked before the ledger was asked carry none): their ids must not make a
+    # later copy, or their own replay, look applied.
+    rejected = [r.event_id for r in records if r.reason in ("apply", "blocked") and r.event_id is not None]
     if rejected:
         await conn.execute(
             sql.SQL("DELETE FROM {}.applied_events WHERE event_id = ANY(%s)").format(sql.Identifier(gen.schema)),

@@ -225,29 +225,37 @@ async def test_replay_goes_through_the_event_id_ledger_both_ways(kafka_bootstrap
 
 
 #: Spans, read as span.recorded (a spans.recorded arrives as its members), every member through the ledger.
-GUARDED_SPANS = Projection(
-    name="guarded_spans", version=1, topics=(SPANS,), apply=apply_unless_rejected,
-    event_types=frozenset({SpanRecorded}), migrations=(Migration(1, "ledger", APPLIED_SQL),), tables=("ledger",),
-    dedupe=True,
-)  # fmt: skip
+def guarded_spans(per_key_ordering: bool) -> Projection:
+    return Projection(
+        name="guarded_spans", version=1, topics=(SPANS,), apply=apply_unless_rejected,
+        event_types=frozenset({SpanRecorded}), migrations=(Migration(1, "ledger", APPLIED_SQL),), tables=("ledger",),
+        dedupe=True, per_key_ordering=per_key_ordering,
+    )  # fmt: skip
 
 
-async def test_a_parked_member_of_a_spans_recorded_replays_alone(kafka_bootstrap, kafka_topics, pg_url, pg_conn):
+@pytest.mark.parametrize("per_key_ordering", [False, True], ids=["unordered", "per-key"])
+async def test_a_parked_member_of_a_spans_recorded_replays_with_what_it_held_back(
+    kafka_bootstrap, kafka_topics, pg_url, pg_conn, per_key_ordering
+):
+    projection = guarded_spans(per_key_ordering)
     batch = make_spans(3, rollout_id="ro-spans")
     first, second, third = (m.event_id for m in batch.members())
     REJECT.add(second)
-    async with running(_worker(GUARDED_SPANS, kafka_bootstrap, kafka_topics, pg_url)):
+    async with running(_worker(projection, kafka_bootstrap, kafka_topics, pg_url)):
         await publish(kafka_bootstrap, kafka_topics, [batch])
         await wait_for_total(pg_url, "guarded_spans_g1", 1)
-    # The member apply rejects is parked alone (with its own id); the two others are applied.
+    # The member apply rejects parks the record (one dead letter per record, with that member's id). The member
+    # after it is applied, or, with per-key ordering, held back behind it in the same batch.
     (letter,) = await list_dead_letters(pg_conn, "guarded_spans")
     assert (letter.reason, letter.event_id, letter.offset) == ("apply", second, 0)
     ledger_rows = "SELECT event_id, count(*) FROM guarded_spans_g1.ledger GROUP BY 1 ORDER BY 1"
-    assert await fetch_all(pg_url, ledger_rows) == sorted([(first, 1), (third, 1)])
-    # Replayed, the record's members go through the ledger again: only the parked one is applied.
+    applied = [first] if per_key_ordering else [first, third]
+    assert await fetch_all(pg_url, ledger_rows) == sorted((i, 1) for i in applied)
+    # Replayed, the record's members go through the ledger again: what was applied is not applied twice, and what
+    # was parked or held back (its id left the ledger with it) is applied now.
     REJECT.discard(second)
     gen = await active_generation(pg_conn, "guarded_spans")
     assert gen is not None
-    result = await replay(pg_conn, GUARDED_SPANS, gen)
+    result = await replay(pg_conn, projection, gen)
     assert (result.replayed, result.already_applied, result.still_parked) == (1, 0, 0)
     assert await fetch_all(pg_url, ledger_rows) == sorted([(first, 1), (second, 1), (third, 1)])

@@ -4,6 +4,7 @@ version, a mixed batch is routed by capability and rewarded, a task nobody can t
 
 from __future__ import annotations
 
+import asyncio
 import subprocess
 import sys
 from collections import Counter
@@ -39,10 +40,14 @@ async def test_six_types_come_up_healthy_and_a_mixed_batch_is_routed_and_rewarde
         # A task no worker can take waits, and says why.
         (lonely,) = await enqueue(live, [{"input": {}, "required_capabilities": ["quantum-chemistry"]}])
         async with httpx.AsyncClient(base_url=live.api_url, timeout=30) as http:
-            for _ in range(100):
+            # Until the read model has it: 100 reads in a row, without a pause, were over before it did on a loaded
+            # Tansu (CI).
+            for _ in range(300):
                 seen = await http.get(f"/v1/rollouts/{lonely}")
                 if seen.status_code == 200:
                     break
+                await asyncio.sleep(0.1)
+            assert seen.status_code == 200, seen.text
             assert seen.json()["status"] == "queuing"
             assert seen.json()["waiting"] == "no healthy worker has capability quantum-chemistry"
 

@@ -43,9 +43,36 @@ _DIGITS_AS_ZERO = bytes.maketrans(b"123456789", b"000000000")
 _TWENTY_DIGITS, _MINUS_NINETEEN = b"0" * 20, b"-" + b"0" * 19
 
 
+#: What may stand just before a JSON number: a separator or whitespace (or nothing: the body is the number).
+_BEFORE_NUMBER = frozenset(b":,[ \t\r\n")
+
+
 def _long_integer(body: bytes) -> bool:
     shapes = body.translate(_DIGITS_AS_ZERO)
-    return _TWENTY_DIGITS in shapes or _MINUS_NINETEEN in shapes
+    return _number_run(shapes, _TWENTY_DIGITS) or _number_run(shapes, _MINUS_NINETEEN)
+
+
+def _number_run(shapes: bytes, run: bytes) -> bool:
+    """Whether ``run`` is found in ``shapes`` where a number may start.
+
+    Runs inside hex ids are the common false alarm (twenty decimal digits in a row, among a runner's report of a
+    hundred attempts' ids, in one body in twenty; each cost a full parse): such a run follows a letter or a quote.
+    A run following a separator is looked at closer, in a string too (the parse then finds nothing).
+    """
+    at = shapes.find(run)
+    while at != -1:
+        start = at
+        while start > 0 and shapes[start - 1] == 0x30:  # back to the run's first digit
+            start -= 1
+        if start > 0 and shapes[start - 1] == 0x2D:  # its minus
+            start -= 1
+        if start == 0 or shapes[start - 1] in _BEFORE_NUMBER:
+            return True
+        end = at + len(run)
+        while end < len(shapes) and shapes[end] == 0x30:  # past the rest of this run
+            end += 1
+        at = shapes.find(run, end)
+    return False
 
 
 Loc = tuple[str | int, ...]

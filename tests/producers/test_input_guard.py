@@ -1,8 +1,8 @@
 """The unsafe-input guard's body scan, alone (the API's answers are in ``test_hostile_input.py``).
 
 Integers: orjson encodes -2**63 to 2**64 - 1, so a body is looked at closer only when it holds twenty digits in a
-row or a minus and nineteen. A positive nineteen-digit integer (a nanosecond timestamp, which span bodies carry)
-is always in range and must not cost every such body a full parse.
+row or a minus and nineteen, where a number may start (not inside a hex id). A positive nineteen-digit integer (a
+nanosecond timestamp, which span bodies carry) is always in range and must not cost every such body a full parse.
 """
 
 from __future__ import annotations
@@ -42,9 +42,23 @@ def test_a_body_of_nanosecond_timestamps_is_not_parsed(monkeypatch: pytest.Monke
     spans = [{"start_time": NANOS + i, "end_time": NANOS + i + 1, "id": f"span-{i}"} for i in range(50)]
     assert body_errors(json.dumps(spans).encode()) == []
     assert parsed == []
-    # A run of twenty digits is a reason to look closer, even inside a string: looked at, and passed.
-    assert body_errors(json.dumps({"id": "1" * 20}).encode()) == []
+    # A run of twenty digits after a separator is a reason to look closer, even inside a string: looked at, and
+    # passed. Inside a hex id (after a letter or a quote) it is not.
+    assert body_errors(json.dumps({"id": "a: " + "1" * 20}).encode()) == []
     assert len(parsed) == 1
+    for text in ("1" * 20, "ab" + "1" * 25 + "cd", "a-" + "9" * 19, "1." + "2" * 30):
+        assert body_errors(json.dumps({"id": text, "f": float(f"1.{'2' * 30}")}).encode()) == []
+    assert len(parsed) == 1
+
+
+@pytest.mark.parametrize(
+    "body",
+    [b"123456789012345678901", b"-12345678901234567890", b'{"a":123456789012345678901}', b"[1, -9999999999999999999]",
+     b'{"a":\n 10000000000000000000000}', b'{"id":"ab11111111111111111111","n":[0,\t123456789012345678901]}'],
+)  # fmt: skip
+def test_an_integer_after_a_separator_or_alone_is_found(body: bytes) -> None:
+    (error,) = body_errors(body)
+    assert error["type"] == "int_range"
 
 
 def _depth(levels: int, *, text: str = "") -> bytes:

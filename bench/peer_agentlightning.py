@@ -17,7 +17,7 @@ by the runner (no ``/spans/next`` round trips) and the four spans are sent at on
 for each sequence id and sends spans one after the other. There is no explicit ``running`` report: in v0.3 the
 first span makes the attempt running. The clock stops when ``wait_for_rollouts`` says every rollout succeeded.
 
-    python bench/peer_agentlightning.py --rollouts 500 --inproc-rollouts 3000 --runners 2 --slots 64
+    python bench/peer_agentlightning.py --rollouts 500 --inproc-rollouts 3000 --runners 2 --slots 256
 """
 
 from __future__ import annotations
@@ -61,7 +61,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--inproc-rollouts", type=int, default=3000, help="rollouts through the in-process store")
     parser.add_argument("--warmup", type=int, default=100, help="rollouts run before each measurement")
     parser.add_argument("--runners", type=int, default=2, help="runner processes (client-server)")
-    parser.add_argument("--slots", type=int, default=64, help="attempts each runner runs at once")
+    parser.add_argument("--slots", type=int, default=256, help="attempts each runner runs at once")
     parser.add_argument("--enqueue-batch", type=int, default=100)
     return parser.parse_args()
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 import contextlib
 import inspect
 import math
-import secrets
+import random
 from collections.abc import Callable, Iterator, Mapping
 from contextvars import ContextVar
 from dataclasses import dataclass, field
@@ -263,13 +263,13 @@ def _span(item: Any, rollout: Rollout) -> SpanIn:
     data = item.model_dump() if isinstance(item, SpanIn) else item
     if not isinstance(data, Mapping):
         raise AgentError(f"a returned span is a dict or a SpanIn, not {type(item).__name__}")
-    filled = {
-        "trace_id": secrets.token_hex(16),
-        "span_id": secrets.token_hex(8),
-        **data,
-        "rollout_id": rollout.rollout_id,
-        "attempt_id": rollout.attempt_id,
-    }
+    filled = {**data, "rollout_id": rollout.rollout_id, "attempt_id": rollout.attempt_id}
+    # Ids drawn only where the span has none, as OpenTelemetry's SDK draws them (not from the OS's entropy: a
+    # system call per id, for ids that need to be unique, not secret).
+    if "trace_id" not in filled:
+        filled["trace_id"] = f"{random.getrandbits(128) or 1:032x}"
+    if "span_id" not in filled:
+        filled["span_id"] = f"{random.getrandbits(64) or 1:016x}"
     try:
         return SpanIn.model_validate(filled)
     except ValidationError as e:

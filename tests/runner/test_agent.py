@@ -161,6 +161,9 @@ def test_a_list_of_spans_gets_the_attempts_ids_and_stable_span_ids():
     assert outcome.reward is None
     assert (first.rollout_id, first.attempt_id, first.name, first.attributes) == ("ro-1", "at-1", "llm", {"k": 1})
     assert len(first.trace_id) == 32 and len(first.span_id) == 16
+    assert int(first.trace_id, 16) and int(first.span_id, 16)  # hex, and valid (not all zeros) in OpenTelemetry
+    drawn = interpret([{"name": "x", "start_time": start.isoformat()}] * 50, ROLLOUT).spans
+    assert len({s.trace_id for s in drawn}) == len({s.span_id for s in drawn}) == 50
     assert (second.rollout_id, second.attempt_id, second.span_id) == ("ro-1", "at-1", "b" * 16)
     with pytest.raises(AgentError, match="not valid"):
         interpret([{"name": "no start time"}], ROLLOUT)

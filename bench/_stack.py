@@ -65,13 +65,24 @@ async def services(choice: str, workdir: Path) -> AsyncIterator[tuple[str, str, 
             await broker.start(180)
             stack.push_async_callback(broker.stop)
             bootstrap, kind = broker.info.bootstrap, broker.info.kind
-        database_url = os.environ.get("AGL_DATABASE_URL")
-        if not database_url:
-            postgres = EmbeddedPostgres(data_dir=workdir / "postgres", port=free_port(), durable=False)
-            await postgres.start(60)
-            stack.push_async_callback(postgres.stop)
-            database_url = postgres.local_url()
+        database_url = await stack.enter_async_context(database(workdir))
         yield bootstrap, database_url, kind
+
+
+@contextlib.asynccontextmanager
+async def database(workdir: Path) -> AsyncIterator[str]:
+    """``AGL_DATABASE_URL``, or PostgreSQL started in ``workdir`` (without fsync, see :func:`services`) and
+    stopped on exit."""
+    url = os.environ.get("AGL_DATABASE_URL")
+    if url:
+        yield url
+        return
+    postgres = EmbeddedPostgres(data_dir=workdir / "postgres", port=free_port(), durable=False)
+    await postgres.start(60)
+    try:
+        yield postgres.local_url()
+    finally:
+        await postgres.stop()
 
 
 @contextlib.asynccontextmanager

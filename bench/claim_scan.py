@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import os
 import statistics
 import sys
 import tempfile
@@ -36,8 +35,7 @@ from psycopg.conninfo import make_conninfo
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from agl.stack._process import free_port
-from agl.stack.postgres import EmbeddedPostgres
+from bench._stack import database as bench_database
 from core.pg_session import configure_session
 from producers import lifecycle
 from producers.idempotency import migrate_commands
@@ -47,18 +45,11 @@ OURS = lifecycle._QUEUE_ORDER_SCAN
 
 
 @contextlib.asynccontextmanager
-async def database() -> AsyncIterator[str]:
+async def own_database() -> AsyncIterator[str]:
     """A database of the bench's own, on AGL_DATABASE_URL's server or on one started here."""
-    url = os.environ.get("AGL_DATABASE_URL")
-    with contextlib.ExitStack() as stack:
-        postgres = None
-        if not url:
-            tmp = stack.enter_context(tempfile.TemporaryDirectory(prefix="agl-bench-"))
-            postgres = EmbeddedPostgres(data_dir=Path(tmp) / "postgres", port=free_port(), durable=False)
-            await postgres.start(60)
-            url = postgres.url()
-        name = f"agl_bench_claim_{uuid.uuid4().hex[:8]}"
-        try:
+    with tempfile.TemporaryDirectory(prefix="agl-bench-") as tmp:
+        async with bench_database(Path(tmp)) as url:
+            name = f"agl_bench_claim_{uuid.uuid4().hex[:8]}"
             async with await psycopg.AsyncConnection.connect(url, autocommit=True) as admin:
                 await admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
             try:
@@ -66,9 +57,6 @@ async def database() -> AsyncIterator[str]:
             finally:
                 async with await psycopg.AsyncConnection.connect(url, autocommit=True) as admin:
                     await admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
-        finally:
-            if postgres is not None:
-                await postgres.stop()
 
 
 async def claim_round(
@@ -106,7 +94,7 @@ async def main() -> None:
     args = parser.parse_args()
     publisher = EventPublisher("unused:9092")  # encodes records only
     figures: dict[bool, list[tuple[float, float]]] = {True: [], False: []}
-    async with database() as url, await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
+    async with own_database() as url, await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
         await configure_session(conn)  # as the API's connections are
         await migrate_commands(conn)
         await conn.execute("ALTER TABLE lifecycle_rollouts SET (autovacuum_enabled = off)")

@@ -136,7 +136,10 @@ _CLAIMABLE = (
 #: that the capabilities filter keeps a few rows only (0.5%) and the limit then saves nothing, was a bitmap scan,
 #: which never marks them, so every claim read them all again in the heap (in ``bench/lifecycle.py``'s stack after
 #: 17,000 claims: 9 ms, against 0.15 ms for the index scan), or a sequential scan of the table and a sort. A claim
-#: of 100 from a queue of 20,000: 7.6 ms with PostgreSQL's plan, 4.1 ms with this one (``bench/claim_scan.py``).
+#: of 100 from a queue of 20,000: 7.6 and 9.7 ms with PostgreSQL's plan, 4.1 and 5.0 ms with this one (two runs of
+#: ``bench/claim_scan.py``).
+#: The settings hold to the transaction's end: its later statements insert from arrays (untouched) or update the
+#: claimed rows by key (then through the primary key, where a hash join could scan the table).
 _QUEUE_ORDER_SCAN = (
     "SELECT set_config('enable_bitmapscan', 'off', true), set_config('enable_seqscan', 'off', true),"
     " set_config('enable_sort', 'off', true)"

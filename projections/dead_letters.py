@@ -30,7 +30,7 @@ from projections.base import Envelope
 from projections.errors import ProjectionError
 from projections.safe_text import decode_headers, encode_headers, safe_text
 from projections.tracking import Generation, set_search_path
-from schemas import DecodeError, decode
+from schemas import DecodeError, Event, decode
 
 if TYPE_CHECKING:
     from psycopg import AsyncConnection
@@ -268,8 +268,9 @@ async def _replay_one(
         return "failed", f"{type(e).__name__}: {e}"
     # An event that stands for several reaches the projection as its members, as the engine hands it out: the
     # member that was parked and the others, which the ledger (or the projection's idempotence) lets through once.
-    grouped = event is not None and event.type in projection.member_type_names
-    events = list(event.members()) if grouped and event is not None else [event]
+    events: list[Event | None] = [event]
+    if event is not None and event.type in projection.member_type_names:
+        events = list(event.members())
     envelopes = [
         Envelope(letter.topic, letter.partition, letter.offset, letter.key, 0, e, letter.payload, headers)
         for e in events
@@ -279,20 +280,23 @@ async def _replay_one(
         async with conn.transaction():
             await set_search_path(conn, gen.schema, local=True)
             if tracked:
-                # Through the ledger as the engine goes: the id enters it with the apply (and leaves with a failure,
-                # the savepoint's rollback), so a copy that was applied meanwhile is not applied again.
-                fresh = []
-                for envelope in envelopes:
-                    member = envelope.require_event()
-                    if type(member) not in projection.idempotent_types:
-                        cur = await conn.execute(
-                            "INSERT INTO applied_events (event_id) VALUES (%s) ON CONFLICT DO NOTHING"
-                            " RETURNING event_id",
-                            (member.event_id,),
-                        )
-                        if await cur.fetchone() is None:
-                            continue
-                    fresh.append(envelope)
+                # Through the ledger as the engine goes, the members' ids in one statement: an id enters it with the
+                # apply (and leaves with a failure, the savepoint's rollback), so a copy that was applied meanwhile
+                # (an id the insert does not return) is not applied again.
+                ledgered = [
+                    e.require_event().event_id for e in envelopes if type(e.event) not in projection.idempotent_types
+                ]
+                cur = await conn.execute(
+                    "INSERT INTO applied_events (event_id) SELECT unnest(%s::uuid[]) ON CONFLICT DO NOTHING"
+                    " RETURNING event_id",
+                    (ledgered,),
+                )
+                entered = {row[0] for row in await cur.fetchall()}
+                fresh = [
+                    e
+                    for e in envelopes
+                    if type(e.event) in projection.idempotent_types or e.require_event().event_id in entered
+                ]
                 if not fresh:
                     return "already_applied", ""
                 envelopes = fresh

@@ -55,6 +55,7 @@ async def test_a_claim_walks_the_queue_index_in_order(pg_url: str) -> None:
         for plan in conn.plans:
             assert "Index Scan using lifecycle_queue" in plan, plan
             assert "Bitmap" not in plan, plan
+            assert "Sort" not in plan, plan  # the index's order is the claim's order
         # Outside the claim's transaction the settings are gone: PostgreSQL's own plan for the same select is not
         # the walk of the index (a sequential scan and a sort on this small table, a bitmap scan on a larger one).
         cur = await conn.execute("EXPLAIN " + lifecycle._CLAIMABLE, ([], "w-1", None, 100))
